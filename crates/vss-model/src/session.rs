@@ -1,0 +1,1 @@
+//! Placeholder: the requester session state machine lives here.

@@ -1,0 +1,1 @@
+//! Placeholder: XML helpers shared by the WMD and the BCD.
