@@ -9,6 +9,8 @@ pub mod bcd;
 pub mod context;
 pub mod enums;
 pub mod error;
+pub mod event;
+pub mod writers;
 pub mod session;
 pub mod wmd;
 mod xml;
@@ -16,6 +18,7 @@ mod xml;
 pub use context::{SnapshotContext, attr};
 pub use enums::*;
 pub use error::{AsyncStatus, ErrorCode, S_OK, VssError};
+pub use event::WriterEvent;
 
 /// Identifiers are UUIDs, as VSS's GUIDs are (writer class, writer instance, snapshot, set,
 /// provider, operation).

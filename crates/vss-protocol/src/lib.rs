@@ -11,6 +11,7 @@
 //! (`E_INVALIDARG`) instead of a dropped connection.
 
 pub mod requester;
+pub mod transport;
 pub mod writer;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};

@@ -8,6 +8,10 @@ pub use vss_model::wmd::WriterMetadata;
 
 /// The interface name.
 pub const INTERFACE: &str = "vss.Requester";
+/// The default requester socket.
+pub const DEFAULT_SOCKET: &str = "/run/vss/vssd.sock";
+/// The environment variable that overrides [`DEFAULT_SOCKET`] for clients.
+pub const SOCKET_ENV: &str = "VSS_SOCKET";
 /// The error every failed call returns.
 pub const ERROR_VSS: &str = "vss.Requester.VssError";
 
@@ -321,10 +325,17 @@ pub struct StatusReply {
     pub code: String,
     /// Its HRESULT.
     pub hresult: u32,
+    /// For a failed operation, what went wrong (added in protocol version 1; may be absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl From<&vss_model::AsyncStatus> for StatusReply {
     fn from(s: &vss_model::AsyncStatus) -> Self {
-        StatusReply { code: s.name().to_owned(), hresult: s.hresult() }
+        let message = match s {
+            vss_model::AsyncStatus::Failed(e) => Some(e.message.clone()),
+            _ => None,
+        };
+        StatusReply { code: s.name().to_owned(), hresult: s.hresult(), message }
     }
 }

@@ -7,6 +7,8 @@ pub use vss_model::wmd::WriterMetadata;
 
 /// The interface name.
 pub const INTERFACE: &str = "vss.Writer";
+/// The default writers directory, where each writer puts its socket.
+pub const DEFAULT_WRITERS_DIR: &str = "/run/vss/writers";
 /// The error a writer fails an event with.
 pub const ERROR_WRITER_FAILURE: &str = "vss.Writer.WriterFailure";
 
@@ -25,77 +27,9 @@ pub const METHODS: &[&str] = &[
     "PostRestore",
 ];
 
-/// The events, one per method of `vss.Writer`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Event {
-    /// Identify.
-    Identify,
-    /// PrepareForBackup.
-    PrepareForBackup,
-    /// PrepareForSnapshot.
-    PrepareForSnapshot,
-    /// Freeze.
-    Freeze,
-    /// Thaw.
-    Thaw,
-    /// PostSnapshot.
-    PostSnapshot,
-    /// Abort.
-    Abort,
-    /// BackupComplete.
-    BackupComplete,
-    /// BackupShutdown.
-    BackupShutdown,
-    /// PreRestore.
-    PreRestore,
-    /// PostRestore.
-    PostRestore,
-}
-
-impl Event {
-    /// Every event.
-    pub const ALL: [Event; 11] = [
-        Event::Identify,
-        Event::PrepareForBackup,
-        Event::PrepareForSnapshot,
-        Event::Freeze,
-        Event::Thaw,
-        Event::PostSnapshot,
-        Event::Abort,
-        Event::BackupComplete,
-        Event::BackupShutdown,
-        Event::PreRestore,
-        Event::PostRestore,
-    ];
-
-    /// The method name without the interface.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Event::Identify => "Identify",
-            Event::PrepareForBackup => "PrepareForBackup",
-            Event::PrepareForSnapshot => "PrepareForSnapshot",
-            Event::Freeze => "Freeze",
-            Event::Thaw => "Thaw",
-            Event::PostSnapshot => "PostSnapshot",
-            Event::Abort => "Abort",
-            Event::BackupComplete => "BackupComplete",
-            Event::BackupShutdown => "BackupShutdown",
-            Event::PreRestore => "PreRestore",
-            Event::PostRestore => "PostRestore",
-        }
-    }
-
-    /// The fully qualified method name (`vss.Writer.Freeze`).
-    pub fn method(self) -> String {
-        format!("{INTERFACE}.{}", self.name())
-    }
-
-    /// The event for a fully qualified method name.
-    pub fn from_method(method: &str) -> Option<Event> {
-        let name = method.strip_prefix("vss.Writer.")?;
-        Event::ALL.into_iter().find(|e| e.name() == name)
-    }
-}
+/// The events, one per method of `vss.Writer` (defined in the model, where the writer state
+/// machine uses them).
+pub use vss_model::WriterEvent as Event;
 
 /// Reply of Identify.
 #[derive(Debug, Clone, Serialize, Deserialize)]

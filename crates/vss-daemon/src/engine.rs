@@ -1,0 +1,775 @@
+//! The coordination engine: one [`Engine`] per vssd, one [`SessionCtx`] per requester
+//! connection. The engine checks every call against the model's session state machine, then
+//! does the I/O: writer fan-out, provider calls, catalog writes.
+//!
+//! Locking: a session's state is behind an async mutex that is held only to check and record,
+//! never across writer or provider I/O, so status reads stay answerable while an operation runs.
+//! Each asynchronous operation runs in its own task ([`Engine::spawn_op`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Mutex as AsyncMutex;
+use tokio::task::JoinHandle;
+use vss_model::{
+    AsyncStatus, BackupType, ComponentType, ErrorCode, Id, SnapshotContext, SnapshotState, VssError,
+    WriterEvent,
+    bcd::{BackupComponents, BcdComponent},
+    session::{Call, Mode, OpKind, Session, SetVolume, Step},
+    writers::{EventOutcome, WriterRecord},
+};
+use vss_protocol::requester::{SnapshotProperties, WriterStatus};
+use vss_protocol::writer::{ComponentsReply, EventComponent, EventParams, EventVolume};
+use vss_provider::{CommittedSnapshot, Provider, ProviderConfig, SnapshotRequest};
+
+use crate::catalog::{Catalog, SnapshotRecord};
+use crate::config::Config;
+use crate::fanout::{self, Delivered, Identified, Target};
+use crate::lock::SetLock;
+use crate::ops::{Operation, Operations};
+
+/// The shared state of vssd.
+#[derive(Debug)]
+pub struct Engine {
+    /// Settings.
+    pub config: Config,
+    providers: Vec<Arc<dyn Provider>>,
+    catalog: Mutex<Catalog>,
+    /// Live asynchronous operations.
+    pub ops: Operations,
+    /// Each writer instance's last state and failure, as sessions last saw it (for listing).
+    writer_history: Mutex<HashMap<Id, WriterRecord>>,
+}
+
+/// A volume of the session's set with its provider.
+#[derive(Debug, Clone)]
+struct PreparedVolume {
+    request: SnapshotRequest,
+    provider: Arc<dyn Provider>,
+}
+
+/// One requester session (one connection).
+#[derive(Debug)]
+pub struct SessionCtx {
+    /// The requester's uid.
+    pub uid: u32,
+    inner: AsyncMutex<SessionData>,
+}
+
+#[derive(Debug, Default)]
+struct SessionData {
+    session: Session,
+    set_lock: Option<SetLock>,
+    volumes: Vec<PreparedVolume>,
+    /// Snapshots this session made (auto-release ones are deleted when it ends).
+    committed: Vec<(SnapshotRecord, Arc<dyn Provider>)>,
+    ops: Vec<Id>,
+    running: Option<(Arc<Operation>, JoinHandle<()>)>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl SessionCtx {
+    /// A new session for a requester with this uid.
+    pub fn new(uid: u32) -> Arc<SessionCtx> {
+        Arc::new(SessionCtx { uid, inner: AsyncMutex::new(SessionData::default()) })
+    }
+}
+
+fn provider_err(e: tokio::task::JoinError) -> VssError {
+    VssError::new(ErrorCode::UnexpectedProviderError, format!("provider task failed: {e}"))
+}
+
+impl Engine {
+    /// Opens the catalog and sets up the providers.
+    pub fn new(config: Config) -> Result<Arc<Engine>, VssError> {
+        let catalog = Catalog::open(&config.state_dir)?;
+        let pconf = ProviderConfig::new(&config.run_dir);
+        let providers = vss_provider::builtin_providers(&pconf).into_iter().map(Arc::from).collect();
+        Ok(Arc::new(Engine {
+            config,
+            providers,
+            catalog: Mutex::new(catalog),
+            ops: Operations::default(),
+            writer_history: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
+        self.catalog.lock().expect("catalog lock")
+    }
+
+    fn provider_by_id(&self, id: Id) -> Option<Arc<dyn Provider>> {
+        self.providers.iter().find(|p| p.info().id == id).cloned()
+    }
+
+    /// Startup reconciliation: deletes snapshots a previous vssd left behind (never completed,
+    /// or auto-release ones whose sessions died with it).
+    pub async fn recover(self: &Arc<Self>) {
+        let leftovers = match self.catalog().recoverable() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot read the catalog for recovery: {e}");
+                return;
+            }
+        };
+        for rec in leftovers {
+            let Some(provider) = self.provider_by_id(rec.provider_id) else {
+                tracing::warn!(snapshot = %rec.snapshot_id, "provider of a leftover snapshot is not registered; keeping its catalog entry");
+                continue;
+            };
+            if rec.locator.is_empty() {
+                tracing::warn!(snapshot = %rec.snapshot_id, "leftover snapshot was never committed; forgetting it");
+                let _ = self.catalog().remove(rec.snapshot_id);
+                continue;
+            }
+            match self.delete_one(&rec, provider).await {
+                Ok(()) => tracing::info!(snapshot = %rec.snapshot_id, volume = %rec.original_volume, "deleted leftover snapshot"),
+                Err(e) => tracing::error!(snapshot = %rec.snapshot_id, "cannot delete leftover snapshot: {e}"),
+            }
+        }
+    }
+
+    async fn delete_one(&self, rec: &SnapshotRecord, provider: Arc<dyn Provider>) -> Result<(), VssError> {
+        let committed = CommittedSnapshot {
+            snapshot_id: rec.snapshot_id,
+            snapshot_path: PathBuf::from(&rec.snapshot_path),
+            locator: rec.locator.clone(),
+        };
+        tokio::task::spawn_blocking(move || provider.delete(&committed)).await.map_err(provider_err)??;
+        self.catalog().remove(rec.snapshot_id)
+    }
+
+    // ----- simple calls -------------------------------------------------------------------
+
+    /// InitializeForBackup.
+    pub async fn initialize_for_backup(&self, ctx: &SessionCtx, bcd: Option<String>) -> Result<(), VssError> {
+        let mut d = ctx.inner.lock().await;
+        d.session.check(Call::InitializeForBackup)?;
+        let bcd = bcd.map(|x| BackupComponents::from_xml(&x)).transpose()?;
+        d.session.initialize_for_backup(bcd)
+    }
+
+    /// InitializeForRestore.
+    pub async fn initialize_for_restore(&self, ctx: &SessionCtx, bcd: String) -> Result<(), VssError> {
+        let mut d = ctx.inner.lock().await;
+        d.session.check(Call::InitializeForRestore)?;
+        let bcd = BackupComponents::from_xml(&bcd)?;
+        d.session.initialize_for_restore(bcd)
+    }
+
+    /// SetContext.
+    pub async fn set_context(&self, ctx: &SessionCtx, value: i64) -> Result<(), VssError> {
+        ctx.inner.lock().await.session.set_context(value)
+    }
+
+    /// SetBackupState.
+    pub async fn set_backup_state(
+        &self,
+        ctx: &SessionCtx,
+        select: bool,
+        bootable: bool,
+        backup_type: BackupType,
+        partial: bool,
+    ) -> Result<(), VssError> {
+        ctx.inner.lock().await.session.set_backup_state(select, bootable, backup_type, partial)
+    }
+
+    /// GetWriterMetadata.
+    pub async fn get_writer_metadata(&self, ctx: &SessionCtx) -> Result<Vec<vss_model::wmd::WriterMetadata>, VssError> {
+        let mut d = ctx.inner.lock().await;
+        d.session.check(Call::GetWriterMetadata)?;
+        d.session.note_call(Call::GetWriterMetadata);
+        Ok(d.session.writer_metadata())
+    }
+
+    /// AddComponent.
+    pub async fn add_component(
+        &self,
+        ctx: &SessionCtx,
+        instance_id: Id,
+        writer_id: Id,
+        ct: ComponentType,
+        logical_path: &str,
+        name: &str,
+    ) -> Result<(), VssError> {
+        ctx.inner.lock().await.session.add_component(instance_id, writer_id, ct, logical_path, name)
+    }
+
+    /// StartSnapshotSet: takes the host-wide lock.
+    pub async fn start_snapshot_set(&self, ctx: &SessionCtx) -> Result<Id, VssError> {
+        let mut d = ctx.inner.lock().await;
+        d.session.check(Call::StartSnapshotSet)?;
+        let lock = SetLock::try_acquire(&self.config.lock_file)?;
+        let id = Id::new_v4();
+        d.session.start_snapshot_set(id)?;
+        d.set_lock = Some(lock);
+        Ok(id)
+    }
+
+    /// AddToSnapshotSet: resolves the volume, chooses the provider, BeginPrepareSnapshot.
+    pub async fn add_to_snapshot_set(
+        &self,
+        ctx: &SessionCtx,
+        volume: &str,
+        provider_id: Option<Id>,
+    ) -> Result<Id, VssError> {
+        let mut d = ctx.inner.lock().await;
+        d.session.check(Call::AddToSnapshotSet)?;
+        let vol_str = volume.to_owned();
+        let resolved = tokio::task::spawn_blocking(move || vss_provider::resolve_volume(&vol_str))
+            .await
+            .map_err(provider_err)??;
+        let path = resolved.path.to_string_lossy().into_owned();
+        d.session.check_add_volume(&path)?;
+        let provider = match provider_id {
+            Some(pid) => {
+                let p = self.provider_by_id(pid).ok_or_else(|| {
+                    VssError::new(ErrorCode::ProviderNotRegistered, format!("no provider with id {pid} is registered"))
+                })?;
+                let (p2, v2) = (p.clone(), resolved.clone());
+                let ok = tokio::task::spawn_blocking(move || p2.is_volume_supported(&v2)).await.map_err(provider_err)?;
+                if !ok {
+                    return Err(VssError::new(
+                        ErrorCode::VolumeNotSupportedByProvider,
+                        format!("provider '{}' cannot snapshot {path} ({})", p.info().name, resolved.fs_type),
+                    ));
+                }
+                p
+            }
+            None => {
+                let providers = self.providers.clone();
+                let v2 = resolved.clone();
+                tokio::task::spawn_blocking(move || providers.into_iter().find(|p| p.is_volume_supported(&v2)))
+                    .await
+                    .map_err(provider_err)?
+                    .ok_or_else(|| {
+                        VssError::new(
+                            ErrorCode::VolumeNotSupported,
+                            format!(
+                                "no provider can snapshot {path} ({} filesystem); supported: btrfs subvolumes",
+                                resolved.fs_type
+                            ),
+                        )
+                    })?
+            }
+        };
+        let set_id = d.session.snapshot_set().expect("checked").id;
+        let request = SnapshotRequest {
+            snapshot_set_id: set_id,
+            snapshot_id: Id::new_v4(),
+            volume: resolved,
+            context: d.session.context(),
+        };
+        let (p2, r2) = (provider.clone(), request.clone());
+        tokio::task::spawn_blocking(move || p2.begin_prepare(&r2)).await.map_err(provider_err)??;
+        d.session.add_volume(SetVolume {
+            volume: path,
+            snapshot_id: request.snapshot_id,
+            provider_id: provider.info().id,
+        })?;
+        let id = request.snapshot_id;
+        d.volumes.push(PreparedVolume { request, provider });
+        Ok(id)
+    }
+
+    /// GetSnapshotProperties.
+    pub async fn get_snapshot_properties(&self, ctx: &SessionCtx, id: Id) -> Result<SnapshotProperties, VssError> {
+        {
+            let mut d = ctx.inner.lock().await;
+            d.session.check(Call::GetSnapshotProperties)?;
+            d.session.note_call(Call::GetSnapshotProperties);
+        }
+        match self.catalog().get(id)? {
+            Some(r) if r.state == SnapshotState::Created => Ok(properties(&r)),
+            _ => Err(VssError::not_found(format!(
+                "no snapshot {id}: it does not exist or its set is not complete (DoSnapshotSet must succeed first)"
+            ))),
+        }
+    }
+
+    /// SetBackupSucceeded.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn set_backup_succeeded(
+        &self,
+        ctx: &SessionCtx,
+        instance_id: Id,
+        writer_id: Id,
+        ct: ComponentType,
+        logical_path: &str,
+        name: &str,
+        succeeded: bool,
+    ) -> Result<(), VssError> {
+        ctx.inner.lock().await.session.set_backup_succeeded(instance_id, writer_id, ct, logical_path, name, succeeded)
+    }
+
+    /// GetWriterStatus.
+    pub async fn get_writer_status(&self, ctx: &SessionCtx) -> Result<Vec<WriterStatus>, VssError> {
+        let mut d = ctx.inner.lock().await;
+        d.session.check(Call::GetWriterStatus)?;
+        d.session.note_call(Call::GetWriterStatus);
+        Ok(d.session.writers.iter().map(writer_status).collect())
+    }
+
+    /// Each writer instance's last known state (for listing).
+    pub fn writer_history(&self) -> Vec<WriterStatus> {
+        let h = self.writer_history.lock().expect("history");
+        let mut v: Vec<_> = h.values().map(writer_status).collect();
+        v.sort_by(|a, b| a.writer_name.cmp(&b.writer_name).then(a.instance_id.cmp(&b.instance_id)));
+        v
+    }
+
+    /// SaveAsXml.
+    pub async fn save_as_xml(&self, ctx: &SessionCtx) -> Result<String, VssError> {
+        let mut d = ctx.inner.lock().await;
+        d.session.check(Call::SaveAsXml)?;
+        d.session.note_call(Call::SaveAsXml);
+        Ok(d.session.bcd.to_xml())
+    }
+
+    /// Query.
+    pub async fn query(
+        &self,
+        ctx: &SessionCtx,
+        context: Option<i64>,
+        set: Option<Id>,
+        volume: Option<String>,
+    ) -> Result<Vec<SnapshotProperties>, VssError> {
+        let session_ctx = {
+            let mut d = ctx.inner.lock().await;
+            d.session.check(Call::Query)?;
+            d.session.note_call(Call::Query);
+            d.session.context()
+        };
+        let ctx_filter = match context {
+            None => session_ctx,
+            Some(-1) | Some(0xFFFF_FFFF) => SnapshotContext::ALL,
+            Some(v) => SnapshotContext(u32::try_from(v).map_err(|_| {
+                VssError::invalid_arg(format!("context {v} is not a 32-bit snapshot context"))
+            })?),
+        };
+        let volume = volume.map(|v| std::fs::canonicalize(&v).map(|p| p.to_string_lossy().into_owned()).unwrap_or(v));
+        Ok(self
+            .catalog()
+            .list()?
+            .iter()
+            .filter(|r| r.state == SnapshotState::Created)
+            .filter(|r| ctx_filter.sees(r.attributes))
+            .filter(|r| set.is_none_or(|s| r.snapshot_set_id == s))
+            .filter(|r| volume.as_ref().is_none_or(|v| &r.original_volume == v))
+            .map(properties)
+            .collect())
+    }
+
+    /// DeleteSnapshots (one snapshot or a whole set). Stops at the first failure.
+    pub async fn delete_snapshots(
+        &self,
+        ctx: &SessionCtx,
+        source: Id,
+        is_set: bool,
+    ) -> Result<(i64, Option<Id>), VssError> {
+        {
+            let mut d = ctx.inner.lock().await;
+            d.session.check(Call::DeleteSnapshots)?;
+            d.session.note_call(Call::DeleteSnapshots);
+        }
+        let records = if is_set { self.catalog().set(source)? } else { self.catalog().get(source)?.into_iter().collect() };
+        if records.is_empty() {
+            return Err(VssError::not_found(format!(
+                "no {} {source}",
+                if is_set { "snapshot set" } else { "snapshot" }
+            )));
+        }
+        let mut deleted = 0;
+        for r in records {
+            if r.state != SnapshotState::Created {
+                return Err(VssError::bad_state(format!(
+                    "snapshot {} is still being created; delete it after its set completes ({deleted} deleted before it)",
+                    r.snapshot_id
+                )));
+            }
+            let provider = self.provider_by_id(r.provider_id).ok_or_else(|| {
+                VssError::new(ErrorCode::ProviderNotRegistered, format!("provider {} of snapshot {} is not registered", r.provider_id, r.snapshot_id))
+            })?;
+            if let Err(e) = self.delete_one(&r, provider).await {
+                return Err(VssError::new(
+                    e.code,
+                    format!("{} ({deleted} deleted before snapshot {} failed)", e.message, r.snapshot_id),
+                ));
+            }
+            deleted += 1;
+        }
+        Ok((deleted, None))
+    }
+
+    // ----- asynchronous operations ---------------------------------------------------------
+
+    /// Starts an asynchronous operation: checks the session, registers the operation and runs
+    /// `work` in its own task. The task records the outcome in the session and ends the
+    /// operation.
+    async fn spawn_op<F, Fut>(self: &Arc<Self>, ctx: &Arc<SessionCtx>, kind: OpKind, work: F) -> Result<Id, VssError>
+    where
+        F: FnOnce(Arc<Engine>, Arc<SessionCtx>, Arc<Operation>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), VssError>> + Send + 'static,
+    {
+        let mut d = ctx.inner.lock().await;
+        d.session.begin(kind)?;
+        let op = match self.ops.create(kind, ctx.uid) {
+            Ok(op) => op,
+            Err(e) => {
+                d.session.finish(kind, false);
+                return Err(e);
+            }
+        };
+        d.ops.push(op.id);
+        let (engine, ctx2, op2) = (self.clone(), ctx.clone(), op.clone());
+        let handle = tokio::spawn(async move {
+            let r = work(engine.clone(), ctx2.clone(), op2.clone()).await;
+            if let Err(e) = &r {
+                tracing::warn!(op = kind.name(), "{e}");
+            }
+            let mut d = ctx2.inner.lock().await;
+            let ok = r.is_ok() && !op2.is_cancelled();
+            d.session.finish(kind, ok);
+            if kind == OpKind::DoSnapshotSet || !d.session.holds_set_lock() {
+                // The host lock is released when DoSnapshotSet ends, however it ends.
+                if !d.session.holds_set_lock() {
+                    d.set_lock = None;
+                }
+            }
+            d.running = None;
+            engine.remember_writers(&d.session);
+            drop(d);
+            op2.complete(r);
+        });
+        let id = op.id;
+        d.running = Some((op, handle));
+        Ok(id)
+    }
+
+    fn remember_writers(&self, session: &Session) {
+        let mut h = self.writer_history.lock().expect("history");
+        for w in &session.writers {
+            h.insert(w.metadata.instance_id, w.clone());
+        }
+    }
+
+    /// GatherWriterMetadata: Identify to every writer socket.
+    pub async fn gather_writer_metadata(self: &Arc<Self>, ctx: &Arc<SessionCtx>) -> Result<Id, VssError> {
+        self.spawn_op(ctx, OpKind::GatherWriterMetadata, |engine, ctx, _op| async move {
+            let found = fanout::identify_all(&engine.config.writers_dir, engine.config.deadlines.identify).await;
+            let mut records: Vec<WriterRecord> = Vec::new();
+            for (sock, r) in found {
+                let socket = sock.path.to_string_lossy().into_owned();
+                match r {
+                    Identified::Ok(md) => {
+                        if records.iter().any(|w| w.metadata.instance_id == md.instance_id) {
+                            tracing::warn!(%socket, instance = %md.instance_id, "two sockets answer for the same writer instance; ignoring this one");
+                            continue;
+                        }
+                        records.push(WriterRecord::new(md, socket));
+                    }
+                    Identified::Invalid(md, e) => {
+                        tracing::warn!(%socket, writer = %md.writer_name, "writer fails Identify: {e}");
+                        let mut rec = WriterRecord::new(md, socket);
+                        rec.record(WriterEvent::Identify, EventOutcome::Failed(e));
+                        engine.writer_history.lock().expect("history").insert(rec.metadata.instance_id, rec);
+                    }
+                    Identified::Absent(why) => tracing::info!(%socket, "writer absent: {why}"),
+                }
+            }
+            ctx.inner.lock().await.session.set_writers(records);
+            Ok(())
+        })
+        .await
+    }
+
+    /// PrepareForBackup.
+    pub async fn prepare_for_backup(self: &Arc<Self>, ctx: &Arc<SessionCtx>) -> Result<Id, VssError> {
+        self.spawn_op(ctx, OpKind::PrepareForBackup, |engine, ctx, op| async move {
+            engine.simple_broadcast(&ctx, &op, WriterEvent::PrepareForBackup).await
+        })
+        .await
+    }
+
+    /// BackupComplete.
+    pub async fn backup_complete(self: &Arc<Self>, ctx: &Arc<SessionCtx>) -> Result<Id, VssError> {
+        self.spawn_op(ctx, OpKind::BackupComplete, |engine, ctx, op| async move {
+            engine.simple_broadcast(&ctx, &op, WriterEvent::BackupComplete).await
+        })
+        .await
+    }
+
+    /// GatherWriterStatus: vssd holds every writer's state itself, so this completes at once.
+    pub async fn gather_writer_status(self: &Arc<Self>, ctx: &Arc<SessionCtx>) -> Result<Id, VssError> {
+        self.spawn_op(ctx, OpKind::GatherWriterStatus, |_e, _c, _o| async move { Ok(()) }).await
+    }
+
+    /// DoSnapshotSet.
+    pub async fn do_snapshot_set(self: &Arc<Self>, ctx: &Arc<SessionCtx>) -> Result<Id, VssError> {
+        self.spawn_op(ctx, OpKind::DoSnapshotSet, |engine, ctx, op| async move {
+            crate::snapshot::run(&engine, &ctx, &op).await
+        })
+        .await
+    }
+
+    /// Sends `event` to every writer that receives it, in parallel, records the outcomes and
+    /// the writers' BCD updates.
+    async fn simple_broadcast(&self, ctx: &SessionCtx, op: &Arc<Operation>, event: WriterEvent) -> Result<(), VssError> {
+        let targets = {
+            let d = ctx.inner.lock().await;
+            targets(&d.session, event, &[])
+        };
+        let op2 = op.clone();
+        let results =
+            fanout::broadcast(targets, event, self.config.deadlines.of(event), move || op2.is_cancelled()).await;
+        let mut d = ctx.inner.lock().await;
+        record_all(&mut d.session, event, results);
+        Ok(())
+    }
+
+    /// AbortBackup: Abort to every participant not yet past PostSnapshot, in the background.
+    pub async fn abort_backup(self: &Arc<Self>, ctx: &Arc<SessionCtx>) -> Result<(), VssError> {
+        let mut d = ctx.inner.lock().await;
+        if !d.session.abort_backup()? {
+            return Ok(());
+        }
+        d.set_lock = None;
+        let targets = targets(&d.session, WriterEvent::Abort, &[]);
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let (engine, ctx2) = (self.clone(), ctx.clone());
+        let h = tokio::spawn(async move {
+            let results =
+                fanout::broadcast(targets, WriterEvent::Abort, engine.config.deadlines.abort, || false).await;
+            let mut d = ctx2.inner.lock().await;
+            record_all(&mut d.session, WriterEvent::Abort, results);
+            engine.remember_writers(&d.session);
+        });
+        d.background.push(h);
+        Ok(())
+    }
+
+    /// The requester's connection is gone: finish whatever runs, abort a backup that did not
+    /// complete, send BackupShutdown, delete auto-release snapshots, release the lock.
+    pub async fn end_session(self: &Arc<Self>, ctx: &Arc<SessionCtx>) {
+        let (running, background) = {
+            let mut d = ctx.inner.lock().await;
+            (d.running.take(), std::mem::take(&mut d.background))
+        };
+        if let Some((op, handle)) = running {
+            // Writers not yet reached get nothing more; DoSnapshotSet past its commit point
+            // runs to its end (its own deadlines bound it).
+            op.cancel();
+            let _ = handle.await;
+        }
+        for h in background {
+            let _ = h.await;
+        }
+        let mut d = ctx.inner.lock().await;
+        let s = &d.session;
+        if s.mode() == Mode::Backup && s.prepare_step() != Step::NotCalled && !s.is_aborted() && s.snapshot_step() != Step::Done {
+            // The requester vanished mid-backup: the writers learn it as an Abort.
+            let targets = targets(s, WriterEvent::Abort, &[]);
+            let results = fanout::broadcast(targets, WriterEvent::Abort, self.config.deadlines.abort, || false).await;
+            record_all(&mut d.session, WriterEvent::Abort, results);
+        }
+        if d.session.needs_backup_shutdown() {
+            let set_id = d.session.snapshot_set().map(|s| s.id).unwrap_or_default();
+            let params = serde_json::to_value(vss_protocol::writer::BackupShutdownParams {
+                snapshot_set_id: set_id.to_string(),
+            })
+            .expect("serializable");
+            let targets: Vec<Target> = d
+                .session
+                .writers
+                .iter()
+                .filter(|w| w.receives(WriterEvent::BackupShutdown))
+                .map(|w| Target { instance_id: w.metadata.instance_id, socket: w.socket.clone().into(), params: params.clone() })
+                .collect();
+            let results = fanout::broadcast(targets, WriterEvent::BackupShutdown, self.config.deadlines.backup_shutdown, || false).await;
+            record_all(&mut d.session, WriterEvent::BackupShutdown, results);
+        }
+        self.remember_writers(&d.session);
+        let committed = std::mem::take(&mut d.committed);
+        for (rec, provider) in committed {
+            if !rec.auto_release() {
+                continue;
+            }
+            match self.delete_one(&rec, provider).await {
+                Ok(()) => tracing::info!(snapshot = %rec.snapshot_id, "released auto-release snapshot"),
+                Err(e) => tracing::error!(snapshot = %rec.snapshot_id, "cannot release snapshot: {e}"),
+            }
+        }
+        d.set_lock = None;
+        self.ops.remove(&d.ops);
+    }
+
+    // ----- helpers for the snapshot driver --------------------------------------------------
+
+    /// The prepared volumes of the session.
+    pub(crate) async fn prepared(&self, ctx: &SessionCtx) -> Vec<(SnapshotRequest, Arc<dyn Provider>)> {
+        ctx.inner.lock().await.volumes.iter().map(|v| (v.request.clone(), v.provider.clone())).collect()
+    }
+
+    /// Runs `f` on the session under its lock.
+    pub(crate) async fn with_session<R>(&self, ctx: &SessionCtx, f: impl FnOnce(&mut Session) -> R) -> R {
+        let mut d = ctx.inner.lock().await;
+        f(&mut d.session)
+    }
+
+    /// Records the snapshots of a completed set as the session's.
+    pub(crate) async fn adopt_snapshots(&self, ctx: &SessionCtx, snaps: Vec<(SnapshotRecord, Arc<dyn Provider>)>) {
+        ctx.inner.lock().await.committed.extend(snaps);
+    }
+
+    /// The catalog (for the snapshot driver).
+    pub(crate) fn catalog_handle(&self) -> std::sync::MutexGuard<'_, Catalog> {
+        self.catalog()
+    }
+
+    /// Writers' last states are kept for listing.
+    pub(crate) fn remember(&self, session: &Session) {
+        self.remember_writers(session)
+    }
+}
+
+/// The targets of `event`: writers that receive it, with their event parameters.
+pub(crate) fn targets(session: &Session, event: WriterEvent, volumes: &[EventVolume]) -> Vec<Target> {
+    session
+        .writers
+        .iter()
+        .filter(|w| w.receives(event))
+        .map(|w| Target {
+            instance_id: w.metadata.instance_id,
+            socket: w.socket.clone().into(),
+            params: serde_json::to_value(event_params(session, w.metadata.instance_id, event, volumes))
+                .expect("serializable"),
+        })
+        .collect()
+}
+
+/// The parameters of `event` for one writer instance.
+pub(crate) fn event_params(session: &Session, instance_id: Id, event: WriterEvent, volumes: &[EventVolume]) -> EventParams {
+    let bcd = &session.bcd;
+    let volumes = if volumes.is_empty() {
+        session
+            .snapshot_set()
+            .map(|s| {
+                s.volumes
+                    .iter()
+                    .map(|v| EventVolume { volume: v.volume.clone(), snapshot_id: v.snapshot_id.to_string(), snapshot_path: None })
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        volumes.to_vec()
+    };
+    EventParams {
+        snapshot_set_id: session.snapshot_set().map(|s| s.id).unwrap_or_default().to_string(),
+        context: i64::from(session.context().value()),
+        backup_type: bcd.backup_type.unwrap_or(BackupType::Full),
+        select_components: bcd.select_components,
+        bootable_system_state: bcd.bootable_system_state,
+        partial_file_support: bcd.partial_file_support,
+        volumes,
+        components: session.event_components(instance_id).map(|cs| {
+            cs.iter().map(|c| event_component(c, event == WriterEvent::BackupComplete)).collect()
+        }),
+    }
+}
+
+fn event_component(c: &BcdComponent, with_succeeded: bool) -> EventComponent {
+    EventComponent {
+        component_type: c.component_type,
+        logical_path: c.logical_path.clone(),
+        name: c.name.clone(),
+        backup_options: c.backup_options.clone(),
+        previous_backup_stamp: c.previous_backup_stamp.clone(),
+        backup_stamp: c.backup_stamp.clone(),
+        backup_metadata: c.backup_metadata.clone(),
+        backup_succeeded: with_succeeded.then_some(c.backup_succeeded),
+    }
+}
+
+/// Records every writer's outcome and applies BCD updates (PrepareForBackup and PostSnapshot
+/// only: the two events in which writers may change the BCD).
+pub(crate) fn record_all(session: &mut Session, event: WriterEvent, results: Vec<(Id, Delivered)>) {
+    for (instance, d) in results {
+        if let Some(updates) = d.updates {
+            apply_updates(session, instance, event, updates);
+        }
+        match &d.outcome {
+            EventOutcome::Succeeded => {}
+            other => tracing::warn!(instance = %instance, %event, "writer failed: {other:?}"),
+        }
+        if let Some(w) = session.writer_mut(instance) {
+            w.record(event, d.outcome);
+        }
+    }
+}
+
+fn apply_updates(session: &mut Session, instance: Id, event: WriterEvent, reply: ComponentsReply) {
+    if !matches!(event, WriterEvent::PrepareForBackup | WriterEvent::PostSnapshot) {
+        return;
+    }
+    for u in reply.components.unwrap_or_default() {
+        let Some(c) = session.bcd.component_mut(instance, &u.logical_path, &u.name) else {
+            tracing::warn!(%instance, component = %u.name, "writer updated a component that is not in the backup; ignored");
+            continue;
+        };
+        if u.backup_metadata.is_some() {
+            c.backup_metadata = u.backup_metadata;
+        }
+        if u.backup_stamp.is_some() {
+            c.backup_stamp = u.backup_stamp;
+        }
+        if u.failure_message.is_some() {
+            if event == WriterEvent::PrepareForBackup {
+                c.prepare_for_backup_failure_msg = u.failure_message;
+            } else {
+                c.post_snapshot_failure_msg = u.failure_message;
+            }
+        }
+    }
+}
+
+fn writer_status(w: &WriterRecord) -> WriterStatus {
+    WriterStatus {
+        writer_id: w.metadata.writer_id.to_string(),
+        instance_id: w.metadata.instance_id.to_string(),
+        writer_name: w.metadata.writer_name.clone(),
+        instance_name: w.metadata.instance_name.clone(),
+        state: w.state.value(),
+        state_name: w.state.name().to_owned(),
+        failure: w.failure_hresult(),
+        failure_name: w.failure_name().to_owned(),
+        failure_message: w.failure_message.clone(),
+    }
+}
+
+/// A catalog record as the protocol shows it.
+pub fn properties(r: &SnapshotRecord) -> SnapshotProperties {
+    SnapshotProperties {
+        snapshot_id: r.snapshot_id.to_string(),
+        snapshot_set_id: r.snapshot_set_id.to_string(),
+        snapshots_count: r.snapshots_count,
+        snapshot_path: r.snapshot_path.clone(),
+        original_volume: r.original_volume.clone(),
+        provider_id: r.provider_id.to_string(),
+        attributes: i64::from(r.attributes),
+        attribute_names: vss_model::attr::describe(r.attributes).into_iter().map(String::from).collect(),
+        context: i64::from(r.context),
+        creation_timestamp: r.created.clone(),
+        status: r.state.name().to_owned(),
+    }
+}
+
+/// The status a finished operation reports, for logs.
+pub fn describe(status: &AsyncStatus) -> String {
+    match status {
+        AsyncStatus::Failed(e) => format!("{} ({})", e.code.name(), e.message),
+        s => s.name().to_owned(),
+    }
+}

@@ -1,0 +1,227 @@
+//! Delivering events to writers: enumerate the writers directory, call each writer with a
+//! deadline, in parallel, and turn every reply (or its absence) into an [`EventOutcome`].
+//!
+//! **Architecture Invariant:** nothing here decides *who* gets an event or what a failure means
+//! for the session; that is the model's (`vss_model::writers`, `vss_model::session`). This
+//! module only talks to sockets.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+use vss_model::{
+    ErrorCode, Id, VssError, WriterEvent,
+    wmd::WriterMetadata,
+    writers::EventOutcome,
+};
+use vss_protocol::{
+    Decoded,
+    transport::{self, CallError, Connection},
+    writer::{ComponentsReply, ERROR_WRITER_FAILURE, IdentifyReply},
+};
+
+/// A writer socket found in the writers directory.
+#[derive(Debug, Clone)]
+pub struct WriterSocket {
+    /// Its path.
+    pub path: PathBuf,
+}
+
+/// Lists the sockets in the writers directory (entries that are Unix sockets), sorted by name
+/// so that every broadcast sees writers in the same order.
+pub fn enumerate(writers_dir: &Path) -> Vec<WriterSocket> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(rd) = std::fs::read_dir(writers_dir) else {
+        tracing::warn!(dir = %writers_dir.display(), "writers directory is not readable; no writers");
+        return Vec::new();
+    };
+    let mut out: Vec<WriterSocket> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_socket()).unwrap_or(false))
+        .map(|e| WriterSocket { path: e.path() })
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// The result of one writer's Identify.
+#[derive(Debug)]
+pub enum Identified {
+    /// Valid metadata.
+    Ok(WriterMetadata),
+    /// The writer answered with metadata that fails validation (e.g. level AUTO): it fails
+    /// Identify.
+    Invalid(WriterMetadata, VssError),
+    /// No usable answer; the writer is simply absent.
+    Absent(String),
+}
+
+/// Broadcasts Identify to every socket in the directory, in parallel.
+pub async fn identify_all(writers_dir: &Path, deadline: Duration) -> Vec<(WriterSocket, Identified)> {
+    let mut set = JoinSet::new();
+    for (i, sock) in enumerate(writers_dir).into_iter().enumerate() {
+        set.spawn(async move {
+            let r = identify_one(&sock.path, deadline).await;
+            (i, sock, r)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        if let Ok(x) = joined {
+            out.push(x);
+        }
+    }
+    out.sort_by_key(|(i, _, _)| *i);
+    out.into_iter().map(|(_, s, r)| (s, r)).collect()
+}
+
+async fn identify_one(path: &Path, deadline: Duration) -> Identified {
+    let fut = async {
+        let mut conn = transport::connect(path).await?;
+        transport::call::<_, IdentifyReply>(&mut conn, &WriterEvent::Identify.method(), &vss_protocol::Empty {})
+            .await
+    };
+    match tokio::time::timeout(deadline, fut).await {
+        Err(_) => Identified::Absent(format!("no reply to Identify within {deadline:?}")),
+        Ok(Err(e)) => Identified::Absent(e.to_string()),
+        Ok(Ok(Decoded::Error { name, parameters })) => {
+            Identified::Absent(format!("Identify failed: {name} {parameters}"))
+        }
+        Ok(Ok(Decoded::Ok(reply))) => match reply.metadata.validate() {
+            Ok(()) => Identified::Ok(reply.metadata),
+            Err(e) => Identified::Invalid(reply.metadata, e),
+        },
+    }
+}
+
+/// The outcome of one event call, with the reply's component updates if any.
+#[derive(Debug)]
+pub struct Delivered {
+    /// What happened.
+    pub outcome: EventOutcome,
+    /// PrepareForBackup and PostSnapshot replies.
+    pub updates: Option<ComponentsReply>,
+}
+
+/// Turns a call result into an outcome. `what` names the event for messages.
+pub fn interpret(event: WriterEvent, r: Result<Decoded<serde_json::Value>, CallError>) -> Delivered {
+    let none = |outcome| Delivered { outcome, updates: None };
+    match r {
+        Ok(Decoded::Ok(v)) => {
+            let updates = match event {
+                WriterEvent::PrepareForBackup | WriterEvent::PostSnapshot => {
+                    match serde_json::from_value::<ComponentsReply>(v) {
+                        Ok(u) => Some(u),
+                        Err(e) => {
+                            return none(EventOutcome::Failed(VssError::new(
+                                ErrorCode::WriterErrorNonRetryable,
+                                format!("the writer's {event} reply is malformed: {e}"),
+                            )));
+                        }
+                    }
+                }
+                _ => None,
+            };
+            Delivered { outcome: EventOutcome::Succeeded, updates }
+        }
+        Ok(Decoded::Error { name, parameters }) => {
+            let mut err = transport::error_reply_to_vss(&name, &parameters, ErrorCode::WriterErrorNonRetryable);
+            if name != ERROR_WRITER_FAILURE || !err.code.is_writer_failure() {
+                // A writer may only report writer-failure codes; anything else (including
+                // varlink's own errors) is a non-retryable failure of that writer.
+                err = VssError::new(
+                    ErrorCode::WriterErrorNonRetryable,
+                    format!("{event} failed with {} ({}): {}", name, err.code.name(), err.message),
+                );
+            }
+            none(EventOutcome::Failed(err))
+        }
+        Err(CallError::Timeout(d)) => none(EventOutcome::NotResponding(format!("no reply to {event} within {d:?}"))),
+        Err(CallError::Malformed(m)) => none(EventOutcome::Failed(VssError::new(
+            ErrorCode::WriterErrorNonRetryable,
+            format!("malformed reply to {event}: {m}"),
+        ))),
+        Err(e @ (CallError::Io(_) | CallError::Connect { .. })) => {
+            none(EventOutcome::NotResponding(format!("{event}: {e}")))
+        }
+    }
+}
+
+/// Calls `event` on a held connection with a deadline.
+pub async fn call_on<P: Serialize>(
+    conn: &mut Connection,
+    event: WriterEvent,
+    params: &P,
+    deadline: Duration,
+) -> Delivered {
+    let r = transport::call_with_timeout(conn, &event.method(), params, deadline).await;
+    interpret(event, r)
+}
+
+/// Connects and calls `event`, the whole within `deadline`. Returns the connection when the
+/// call succeeded, so that it can be held for the next events.
+pub async fn connect_and_call<P: Serialize>(
+    socket: &Path,
+    event: WriterEvent,
+    params: &P,
+    deadline: Duration,
+) -> (Delivered, Option<Connection>) {
+    let fut = async {
+        let mut conn = match transport::connect(socket).await {
+            Ok(c) => c,
+            Err(e) => return (interpret(event, Err(e)), None),
+        };
+        let d = call_on(&mut conn, event, params, deadline).await;
+        (d, Some(conn))
+    };
+    match tokio::time::timeout(deadline, fut).await {
+        Ok((d, conn)) => {
+            let keep = matches!(d.outcome, EventOutcome::Succeeded);
+            (d, if keep { conn } else { None })
+        }
+        Err(_) => (interpret(event, Err(CallError::Timeout(deadline))), None),
+    }
+}
+
+/// One target of a broadcast: a writer instance, its socket and its event parameters.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Writer instance.
+    pub instance_id: Id,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// The event parameters for it (JSON object).
+    pub params: serde_json::Value,
+}
+
+/// Sends `event` to every target in parallel, each on a fresh connection; `skip` is checked
+/// right before each writer is contacted (Cancel: writers not yet reached get nothing).
+pub async fn broadcast(
+    targets: Vec<Target>,
+    event: WriterEvent,
+    deadline: Duration,
+    skip: impl Fn() -> bool + Send + Sync + 'static,
+) -> Vec<(Id, Delivered)> {
+    let skip = std::sync::Arc::new(skip);
+    let mut set = JoinSet::new();
+    for t in targets {
+        let skip = skip.clone();
+        set.spawn(async move {
+            if skip() {
+                return None;
+            }
+            let (d, _conn) = connect_and_call(&t.socket, event, &t.params, deadline).await;
+            Some((t.instance_id, d))
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(j) = set.join_next().await {
+        match j {
+            Ok(Some(x)) => out.push(x),
+            Ok(None) => {}
+            Err(e) => tracing::error!("event task for {event} failed: {e}"),
+        }
+    }
+    out
+}

@@ -1,0 +1,16 @@
+//! vssd, the VSS coordinator, as a library: [`run`] serves `vss.Requester` on a socket until
+//! the shutdown future resolves. The `vssd` binary only parses arguments, sets up logging and
+//! calls it; tests run it in-process or as a child process.
+
+pub mod catalog;
+pub mod config;
+pub mod engine;
+pub mod fanout;
+pub mod lock;
+pub mod ops;
+pub mod server;
+mod snapshot;
+pub mod timefmt;
+
+pub use config::{Config, Deadlines};
+pub use server::run;

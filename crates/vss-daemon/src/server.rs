@@ -1,0 +1,301 @@
+//! The `vss.Requester` server: one task per accepted connection, which owns that connection's
+//! session (a backup-components object). End of file or a read error is the disconnect event
+//! that releases the session.
+//!
+//! zlink's ready-made `Server` runs handlers inline in one task and drops dead connections
+//! silently, which cannot carry a connection-bound session; hence this loop over
+//! `zlink::Connection`. No handler awaits writers: asynchronous calls start an operation task
+//! and return its id at once.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use vss_model::{BackupType, ComponentType, VssError};
+use vss_protocol::{
+    Empty, RawCall, parse_id,
+    requester::{self as rq, ERROR_VSS},
+    transport::{self, Connection},
+};
+use zlink::Listener as _;
+
+use crate::config::Config;
+use crate::engine::{Engine, SessionCtx};
+use crate::ops::CancelOutcome;
+
+/// Serves until `shutdown` resolves. Binds `config.socket` (replacing a stale socket file).
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    for dir in [config.socket.parent(), Some(config.writers_dir.as_path()), Some(config.run_dir.as_path())]
+        .into_iter()
+        .flatten()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let engine = Engine::new(config.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    engine.recover().await;
+    if config.socket.exists() {
+        std::fs::remove_file(&config.socket)?;
+    }
+    let mut listener = zlink::tokio::unix::bind(&config.socket)?;
+    let mode = if config.socket_group.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(mode))?;
+    if let Some(gid) = config.socket_group {
+        rustix::fs::chown(&config.socket, None, Some(rustix::fs::Gid::from_raw(gid)))?;
+    }
+    tracing::info!(socket = %config.socket.display(), writers = %config.writers_dir.display(), "vssd listening");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(Some(conn)) => {
+                    let engine = engine.clone();
+                    tokio::spawn(async move { serve_connection(engine, conn).await });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    tracing::info!("vssd stopped");
+    Ok(())
+}
+
+async fn serve_connection(engine: Arc<Engine>, mut conn: Connection) {
+    let uid = match conn.peer_credentials().await {
+        Ok(c) => c.unix_user_id().as_raw(),
+        Err(e) => {
+            tracing::warn!("cannot read peer credentials: {e}; closing the connection");
+            return;
+        }
+    };
+    let ctx = SessionCtx::new(uid);
+    tracing::debug!(uid, "requester connected");
+    loop {
+        let call = match transport::receive_call(&mut conn).await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::info!(uid, "requester connection ended: {e}");
+                break;
+            }
+        };
+        let method = call.method.clone();
+        let result = dispatch(&engine, &ctx, &call).await;
+        let sent = match result {
+            Ok(Reply::Json(v)) => transport::reply(&mut conn, &v).await,
+            Ok(Reply::NotFound) => transport::reply_method_not_found(&mut conn, &method).await,
+            Err(e) => {
+                tracing::debug!(%method, "{e}");
+                transport::reply_error(&mut conn, ERROR_VSS, &e).await
+            }
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    tracing::debug!(uid, "requester disconnected; releasing its session");
+    engine.end_session(&ctx).await;
+}
+
+enum Reply {
+    Json(serde_json::Value),
+    NotFound,
+}
+
+fn json<T: serde::Serialize>(t: T) -> Result<Reply, VssError> {
+    serde_json::to_value(t).map(Reply::Json).map_err(|e| VssError::unexpected(e.to_string()))
+}
+
+fn op(id: vss_model::Id) -> Result<Reply, VssError> {
+    json(rq::OperationReply { operation: id.to_string() })
+}
+
+fn component_type(s: &str) -> Result<ComponentType, VssError> {
+    s.parse()
+}
+
+async fn dispatch(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, call: &RawCall) -> Result<Reply, VssError> {
+    let Some(name) = call.method.strip_prefix("vss.Requester.") else {
+        return match call.method.as_str() {
+            "org.varlink.service.GetInfo" => json(serde_json::json!({
+                "vendor": "vss for Linux",
+                "product": "vssd",
+                "version": env!("CARGO_PKG_VERSION"),
+                "url": "https://example.invalid/vss",
+                "interfaces": ["org.varlink.service", "vss.Requester"],
+            })),
+            "org.varlink.service.GetInterfaceDescription" => {
+                let iface = call.params::<serde_json::Value>()?;
+                match iface.get("interface").and_then(|v| v.as_str()) {
+                    Some("vss.Requester") => json(serde_json::json!({ "description": vss_protocol::REQUESTER_IDL })),
+                    _ => Ok(Reply::NotFound),
+                }
+            }
+            _ => Ok(Reply::NotFound),
+        };
+    };
+    match name {
+        "GetProtocolVersion" => {
+            call.params::<Empty>()?;
+            json(rq::ProtocolVersion {
+                version: vss_protocol::PROTOCOL_VERSION,
+                product: "vss for Linux".into(),
+                product_version: env!("CARGO_PKG_VERSION").into(),
+            })
+        }
+        "InitializeForBackup" => {
+            let p: rq::InitializeForBackup = call.params()?;
+            engine.initialize_for_backup(ctx, p.bcd).await?;
+            json(Empty {})
+        }
+        "InitializeForRestore" => {
+            let p: rq::InitializeForRestore = call.params()?;
+            engine.initialize_for_restore(ctx, p.bcd).await?;
+            json(Empty {})
+        }
+        "SetContext" => {
+            let p: rq::SetContext = call.params()?;
+            engine.set_context(ctx, p.context).await?;
+            json(Empty {})
+        }
+        "SetBackupState" => {
+            let p: rq::SetBackupState = call.params()?;
+            let bt: BackupType = p.backup_type.parse()?;
+            engine.set_backup_state(ctx, p.select_components, p.bootable_system_state, bt, p.partial_file_support).await?;
+            json(Empty {})
+        }
+        "GatherWriterMetadata" => {
+            call.params::<Empty>()?;
+            op(engine.gather_writer_metadata(ctx).await?)
+        }
+        "GetWriterMetadata" => {
+            call.params::<Empty>()?;
+            json(rq::WriterMetadataList { writers: engine.get_writer_metadata(ctx).await? })
+        }
+        "AddComponent" => {
+            let p: rq::AddComponent = call.params()?;
+            engine
+                .add_component(
+                    ctx,
+                    parse_id("instanceId", &p.instance_id)?,
+                    parse_id("writerId", &p.writer_id)?,
+                    component_type(&p.component_type)?,
+                    p.logical_path.as_deref().unwrap_or(""),
+                    &p.name,
+                )
+                .await?;
+            json(Empty {})
+        }
+        "StartSnapshotSet" => {
+            call.params::<Empty>()?;
+            let id = engine.start_snapshot_set(ctx).await?;
+            json(rq::StartSnapshotSetReply { snapshot_set_id: id.to_string() })
+        }
+        "AddToSnapshotSet" => {
+            let p: rq::AddToSnapshotSet = call.params()?;
+            let provider = p.provider_id.as_deref().map(|s| parse_id("providerId", s)).transpose()?;
+            let id = engine.add_to_snapshot_set(ctx, &p.volume, provider).await?;
+            json(rq::AddToSnapshotSetReply { snapshot_id: id.to_string() })
+        }
+        "PrepareForBackup" => {
+            call.params::<Empty>()?;
+            op(engine.prepare_for_backup(ctx).await?)
+        }
+        "DoSnapshotSet" => {
+            call.params::<Empty>()?;
+            op(engine.do_snapshot_set(ctx).await?)
+        }
+        "GetSnapshotProperties" => {
+            let p: rq::SnapshotIdParam = call.params()?;
+            json(engine.get_snapshot_properties(ctx, parse_id("snapshotId", &p.snapshot_id)?).await?)
+        }
+        "SetBackupSucceeded" => {
+            let p: rq::SetBackupSucceeded = call.params()?;
+            engine
+                .set_backup_succeeded(
+                    ctx,
+                    parse_id("instanceId", &p.instance_id)?,
+                    parse_id("writerId", &p.writer_id)?,
+                    component_type(&p.component_type)?,
+                    p.logical_path.as_deref().unwrap_or(""),
+                    &p.name,
+                    p.succeeded,
+                )
+                .await?;
+            json(Empty {})
+        }
+        "BackupComplete" => {
+            call.params::<Empty>()?;
+            op(engine.backup_complete(ctx).await?)
+        }
+        "GatherWriterStatus" => {
+            call.params::<Empty>()?;
+            op(engine.gather_writer_status(ctx).await?)
+        }
+        "GetWriterStatus" => {
+            call.params::<Empty>()?;
+            json(rq::WriterStatusList { writers: engine.get_writer_status(ctx).await? })
+        }
+        "AbortBackup" => {
+            call.params::<Empty>()?;
+            engine.abort_backup(ctx).await?;
+            json(Empty {})
+        }
+        "SaveAsXml" => {
+            call.params::<Empty>()?;
+            json(rq::SaveAsXmlReply { bcd: engine.save_as_xml(ctx).await? })
+        }
+        "Query" => {
+            let p: rq::Query = call.params()?;
+            let set = p.snapshot_set_id.as_deref().map(|s| parse_id("snapshotSetId", s)).transpose()?;
+            json(rq::QueryReply { snapshots: engine.query(ctx, p.context, set, p.volume).await? })
+        }
+        "DeleteSnapshots" => {
+            let p: rq::DeleteSnapshots = call.params()?;
+            let id = parse_id("sourceId", &p.source_id)?;
+            let is_set = match p.source_type.as_str() {
+                "VSS_OBJECT_SNAPSHOT" => false,
+                "VSS_OBJECT_SNAPSHOT_SET" => true,
+                other => {
+                    return Err(VssError::invalid_arg(format!(
+                        "sourceType '{other}' is not VSS_OBJECT_SNAPSHOT or VSS_OBJECT_SNAPSHOT_SET"
+                    )));
+                }
+            };
+            let (deleted, non) = engine.delete_snapshots(ctx, id, is_set).await?;
+            json(rq::DeleteSnapshotsReply { deleted, non_deleted_snapshot_id: non.map(|i| i.to_string()) })
+        }
+        "QueryStatus" => {
+            let p: rq::OperationParam = call.params()?;
+            let op = engine.ops.get(&p.operation, ctx.uid)?;
+            json(rq::StatusReply::from(&op.status()))
+        }
+        "Wait" => {
+            let p: rq::WaitParam = call.params()?;
+            let timeout = match p.timeout_ms {
+                None => None,
+                Some(ms) if ms < 0 => {
+                    return Err(VssError::invalid_arg(format!("timeoutMs {ms} is negative; omit it to wait without limit")));
+                }
+                Some(ms) => Some(std::time::Duration::from_millis(ms as u64)),
+            };
+            let op = engine.ops.get(&p.operation, ctx.uid)?;
+            let status = op.wait(timeout).await;
+            json(rq::StatusReply::from(&status))
+        }
+        "Cancel" => {
+            let p: rq::OperationParam = call.params()?;
+            let op = engine.ops.get(&p.operation, ctx.uid)?;
+            match op.cancel() {
+                CancelOutcome::Cancelled => json(rq::StatusReply { code: "S_OK".into(), hresult: 0, message: None }),
+                CancelOutcome::Already(s) => json(rq::StatusReply::from(&s)),
+            }
+        }
+        _ => Ok(Reply::NotFound),
+    }
+}

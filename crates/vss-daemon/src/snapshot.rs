@@ -1,0 +1,402 @@
+//! The DoSnapshotSet driver (vss-model.md §8.5, §11 steps 11–11i):
+//! PrepareForSnapshot → Freeze (front end, back end, system) → provider commit → Thaw (in
+//! reverse) → PostSnapshot, with the writers' freeze windows enforced and all-or-nothing
+//! commits.
+//!
+//! **Architecture Invariant:** nothing is committed after a writer's freeze window
+//! (`freezeTimeoutMs`, counted from its Freeze until Thaw is sent) expired; a set that fails
+//! after a commit deletes what it committed; every participant then gets Abort on a fresh
+//! connection. The writer connections are held from PrepareForSnapshot to PostSnapshot or
+//! Abort, so a writer built on the SDK thaws by itself if vssd dies in between.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use vss_model::{
+    ErrorCode, Id, SnapshotState, VssError, WriterEvent,
+    session::Session,
+    writers::EventOutcome,
+};
+use vss_protocol::transport::Connection;
+use vss_protocol::writer::EventVolume;
+use vss_provider::{CommittedSnapshot, Provider, SnapshotRequest};
+
+use crate::catalog::SnapshotRecord;
+use crate::engine::{Engine, SessionCtx, event_params, record_all, targets};
+use crate::fanout::{self, Delivered};
+use crate::ops::Operation;
+
+/// A participant whose connection is held through the set.
+struct Held {
+    instance: Id,
+    wave: u8,
+    freeze_timeout: Duration,
+    conn: Connection,
+    /// When Freeze was sent.
+    frozen_at: Option<Instant>,
+}
+
+/// A volume on its way through the pipeline.
+struct Vol {
+    request: SnapshotRequest,
+    provider: Arc<dyn Provider>,
+    committed: Option<CommittedSnapshot>,
+}
+
+/// Runs DoSnapshotSet. `Err` is the set's failure (the failing writer's or provider's code).
+pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation>) -> Result<(), VssError> {
+    let deadlines = engine.config.deadlines;
+    let mut vols: Vec<Vol> = engine
+        .prepared(ctx)
+        .await
+        .into_iter()
+        .map(|(request, provider)| Vol { request, provider, committed: None })
+        .collect();
+
+    // 1. PrepareForSnapshot, in parallel, each on a connection that is then held.
+    let plan = engine
+        .with_session(ctx, |s| {
+            s.writers
+                .iter()
+                .filter(|w| w.receives(WriterEvent::PrepareForSnapshot))
+                .map(|w| {
+                    let params = event_params(s, w.metadata.instance_id, WriterEvent::PrepareForSnapshot, &[]);
+                    (
+                        w.metadata.instance_id,
+                        w.socket.clone(),
+                        w.metadata.application_level.freeze_wave().unwrap_or(2),
+                        Duration::from_millis(w.metadata.freeze_timeout_ms),
+                        params,
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+    let mut js = JoinSet::new();
+    for (instance, socket, wave, ft, params) in plan {
+        let deadline = deadlines.prepare_for_snapshot;
+        js.spawn(async move {
+            let (d, conn) =
+                fanout::connect_and_call(socket.as_ref(), WriterEvent::PrepareForSnapshot, &params, deadline).await;
+            (instance, wave, ft, d, conn)
+        });
+    }
+    let mut held: Vec<Held> = Vec::new();
+    let mut results = Vec::new();
+    while let Some(j) = js.join_next().await {
+        let Ok((instance, wave, freeze_timeout, d, conn)) = j else { continue };
+        if let Some(conn) = conn {
+            held.push(Held { instance, wave, freeze_timeout, conn, frozen_at: None });
+        }
+        results.push((instance, d));
+    }
+    // A PrepareForSnapshot failure marks that writer failed; the set goes on without it.
+    record(engine, ctx, WriterEvent::PrepareForSnapshot, results).await;
+
+    if op.is_cancelled() {
+        return abort(engine, ctx, vols, held, VssError::new(ErrorCode::Abort, "DoSnapshotSet was cancelled")).await;
+    }
+
+    // 2. Freeze, one wave at a time: front end, back end, then system.
+    let waves: Vec<u8> = {
+        let mut w: Vec<u8> = held.iter().map(|h| h.wave).collect();
+        w.sort_unstable();
+        w.dedup();
+        w
+    };
+    for wave in &waves {
+        let (outcomes, failure) = freeze_wave(engine, ctx, &mut held, *wave).await;
+        record(engine, ctx, WriterEvent::Freeze, outcomes).await;
+        if let Some(err) = failure {
+            return abort(engine, ctx, vols, held, err).await;
+        }
+    }
+
+    // 3. Commit. From here on Cancel is refused.
+    if !op.enter_point_of_no_return() {
+        return abort(engine, ctx, vols, held, VssError::new(ErrorCode::Abort, "DoSnapshotSet was cancelled")).await;
+    }
+    let count = vols.len() as i64;
+    let created = crate::timefmt::now_rfc3339();
+    for v in &mut vols {
+        if let Some(err) = expired(engine, ctx, &held).await {
+            return abort(engine, ctx, vols, held, err).await;
+        }
+        let rec = SnapshotRecord {
+            snapshot_id: v.request.snapshot_id,
+            snapshot_set_id: v.request.snapshot_set_id,
+            snapshots_count: count,
+            original_volume: v.request.volume.path.to_string_lossy().into_owned(),
+            snapshot_path: String::new(),
+            locator: String::new(),
+            provider_id: v.provider.info().id,
+            attributes: v.request.context.value(),
+            context: v.request.context.value(),
+            created: created.clone(),
+            state: SnapshotState::Preparing,
+        };
+        let inserted = engine.catalog_handle().insert(&rec);
+        if let Err(e) = inserted {
+            return abort(engine, ctx, vols, held, e).await;
+        }
+        let (p, r) = (v.provider.clone(), v.request.clone());
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || p.commit(&r)).await;
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => Err(VssError::new(ErrorCode::UnexpectedProviderError, format!("provider commit panicked: {e}"))),
+        };
+        match result {
+            Ok(c) => {
+                tracing::info!(volume = %rec.original_volume, elapsed = ?started.elapsed(), "snapshot committed");
+                let path = c.snapshot_path.to_string_lossy().into_owned();
+                let _ = engine.catalog_handle().mark_committed(c.snapshot_id, &path, &c.locator);
+                v.committed = Some(c);
+            }
+            Err(e) => {
+                let err = VssError::new(e.code, format!("committing {}: {}", rec.original_volume, e.message));
+                return abort(engine, ctx, vols, held, err).await;
+            }
+        }
+    }
+
+    // 4. Thaw, waves in reverse. A writer whose window expired before its Thaw is sent fails
+    // with VSS_E_WRITERERROR_TIMEOUT and the set is aborted.
+    if let Some(err) = expired(engine, ctx, &held).await {
+        return abort(engine, ctx, vols, held, err).await;
+    }
+    for wave in waves.iter().rev() {
+        let (outcomes, failure) = call_wave(&mut held, *wave, WriterEvent::Thaw, engine, ctx, deadlines.thaw).await;
+        record(engine, ctx, WriterEvent::Thaw, outcomes).await;
+        if let Some(err) = failure {
+            return abort(engine, ctx, vols, held, err).await;
+        }
+    }
+
+    // 5. PostSnapshot with the snapshot paths; failures mark the writer, the set completes.
+    let volumes: Vec<EventVolume> = vols
+        .iter()
+        .map(|v| EventVolume {
+            volume: v.request.volume.path.to_string_lossy().into_owned(),
+            snapshot_id: v.request.snapshot_id.to_string(),
+            snapshot_path: v.committed.as_ref().map(|c| c.snapshot_path.to_string_lossy().into_owned()),
+        })
+        .collect();
+    let all_waves: Vec<u8> = waves.clone();
+    let mut outcomes = Vec::new();
+    let params = engine
+        .with_session(ctx, |s| {
+            held.iter()
+                .map(|h| (h.instance, serde_json::to_value(event_params(s, h.instance, WriterEvent::PostSnapshot, &volumes)).expect("json")))
+                .collect::<BTreeMap<_, _>>()
+        })
+        .await;
+    let _ = all_waves;
+    let mut js = JoinSet::new();
+    for mut h in held.drain(..) {
+        let still = engine.with_session(ctx, |s| s.writers.iter().any(|w| w.metadata.instance_id == h.instance && w.receives(WriterEvent::PostSnapshot))).await;
+        if !still {
+            continue;
+        }
+        let p = params.get(&h.instance).cloned().unwrap_or_default();
+        let deadline = deadlines.post_snapshot;
+        js.spawn(async move {
+            let d = fanout::call_on(&mut h.conn, WriterEvent::PostSnapshot, &p, deadline).await;
+            (h.instance, d)
+        });
+    }
+    while let Some(j) = js.join_next().await {
+        if let Ok(x) = j {
+            outcomes.push(x);
+        }
+    }
+    record(engine, ctx, WriterEvent::PostSnapshot, outcomes).await;
+
+    // 6. The set is complete.
+    let set_id = vols.first().map(|v| v.request.snapshot_set_id);
+    let mut adopted = Vec::new();
+    {
+        let catalog = engine.catalog_handle();
+        if let Some(set) = set_id {
+            catalog.mark_set_created(set)?;
+        }
+        for v in vols {
+            if let Some(rec) = v.committed.and_then(|c| catalog.get(c.snapshot_id).ok().flatten()) {
+                adopted.push((rec, v.provider));
+            }
+        }
+    }
+    engine.adopt_snapshots(ctx, adopted).await;
+    Ok(())
+}
+
+async fn record(engine: &Engine, ctx: &SessionCtx, event: WriterEvent, results: Vec<(Id, Delivered)>) {
+    engine
+        .with_session(ctx, |s| {
+            record_all(s, event, results);
+            engine.remember(s);
+        })
+        .await
+}
+
+/// Sends Freeze to one wave in parallel. A writer's wait is bounded by its freeze window
+/// (→ VSS_E_WRITERERROR_TIMEOUT) and by the Freeze deadline (→ VSS_E_WRITER_NOT_RESPONDING),
+/// whichever ends first.
+async fn freeze_wave(
+    engine: &Arc<Engine>,
+    ctx: &SessionCtx,
+    held: &mut [Held],
+    wave: u8,
+) -> (Vec<(Id, Delivered)>, Option<VssError>) {
+    let deadline = engine.config.deadlines.freeze;
+    let params = engine
+        .with_session(ctx, |s| {
+            held.iter()
+                .filter(|h| h.wave == wave)
+                .map(|h| (h.instance, serde_json::to_value(event_params(s, h.instance, WriterEvent::Freeze, &[])).expect("json")))
+                .collect::<BTreeMap<_, _>>()
+        })
+        .await;
+    let mut futs = Vec::new();
+    for h in held.iter_mut().filter(|h| h.wave == wave) {
+        let p = params.get(&h.instance).cloned().unwrap_or_default();
+        h.frozen_at = Some(Instant::now());
+        let window = h.freeze_timeout;
+        let instance = h.instance;
+        let conn = &mut h.conn;
+        futs.push(async move {
+            let limit = window.min(deadline);
+            let d = match tokio::time::timeout(limit, fanout::call_on(conn, WriterEvent::Freeze, &p, deadline)).await {
+                Ok(d) => d,
+                Err(_) if window <= deadline => Delivered {
+                    outcome: EventOutcome::Failed(VssError::new(
+                        ErrorCode::WriterErrorTimeout,
+                        format!("the writer did not answer Freeze within its freeze window of {} ms", window.as_millis()),
+                    )),
+                    updates: None,
+                },
+                Err(_) => Delivered {
+                    outcome: EventOutcome::NotResponding(format!("no reply to Freeze within {deadline:?}")),
+                    updates: None,
+                },
+            };
+            (instance, d)
+        });
+    }
+    let results = join_all(futs).await;
+    let failure = first_failure(&results, WriterEvent::Freeze);
+    (results, failure)
+}
+
+/// Sends `event` to one wave in parallel on the held connections.
+async fn call_wave(
+    held: &mut [Held],
+    wave: u8,
+    event: WriterEvent,
+    engine: &Arc<Engine>,
+    ctx: &SessionCtx,
+    deadline: Duration,
+) -> (Vec<(Id, Delivered)>, Option<VssError>) {
+    let params = engine
+        .with_session(ctx, |s| {
+            held.iter()
+                .filter(|h| h.wave == wave)
+                .map(|h| (h.instance, serde_json::to_value(event_params(s, h.instance, event, &[])).expect("json")))
+                .collect::<BTreeMap<_, _>>()
+        })
+        .await;
+    let mut futs = Vec::new();
+    for h in held.iter_mut().filter(|h| h.wave == wave) {
+        let p = params.get(&h.instance).cloned().unwrap_or_default();
+        let instance = h.instance;
+        let conn = &mut h.conn;
+        futs.push(async move { (instance, fanout::call_on(conn, event, &p, deadline).await) });
+    }
+    let results = join_all(futs).await;
+    let failure = first_failure(&results, event);
+    (results, failure)
+}
+
+/// Runs futures concurrently on this task (they borrow the held connections).
+async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("all ready")).collect()
+}
+
+fn first_failure(results: &[(Id, Delivered)], event: WriterEvent) -> Option<VssError> {
+    results.iter().find_map(|(id, d)| match &d.outcome {
+        EventOutcome::Succeeded => None,
+        EventOutcome::Failed(e) => Some(VssError::new(e.code, format!("writer {id} failed {event}: {}", e.message))),
+        EventOutcome::NotResponding(why) => {
+            Some(VssError::new(ErrorCode::WriterNotResponding, format!("writer {id} did not respond to {event}: {why}")))
+        }
+    })
+}
+
+/// Whether any frozen writer's window has expired; if so, records VSS_E_WRITERERROR_TIMEOUT for
+/// it (FAILED_AT_FREEZE) and returns the set's error.
+async fn expired(engine: &Engine, ctx: &SessionCtx, held: &[Held]) -> Option<VssError> {
+    let now = Instant::now();
+    let late: Vec<(Id, Duration)> = held
+        .iter()
+        .filter_map(|h| h.frozen_at.map(|t| (h.instance, t, h.freeze_timeout)))
+        .filter(|(_, t, w)| now.duration_since(*t) >= *w)
+        .map(|(i, _, w)| (i, w))
+        .collect();
+    let (first, window) = *late.first()?;
+    let results = late
+        .iter()
+        .map(|(i, w)| {
+            let e = VssError::new(
+                ErrorCode::WriterErrorTimeout,
+                format!("the freeze window of {} ms expired before Thaw", w.as_millis()),
+            );
+            (*i, Delivered { outcome: EventOutcome::Failed(e), updates: None })
+        })
+        .collect();
+    record(engine, ctx, WriterEvent::Freeze, results).await;
+    Some(VssError::new(
+        ErrorCode::WriterErrorTimeout,
+        format!("writer {first}'s freeze window of {} ms expired; nothing was committed after it", window.as_millis()),
+    ))
+}
+
+/// Aborts the set: the providers undo their work (committed snapshots are deleted), every
+/// participant not past PostSnapshot gets Abort on a fresh connection, then the held
+/// connections are closed. Returns `err` as the set's result.
+async fn abort(
+    engine: &Arc<Engine>,
+    ctx: &SessionCtx,
+    vols: Vec<Vol>,
+    held: Vec<Held>,
+    err: VssError,
+) -> Result<(), VssError> {
+    tracing::warn!("aborting the snapshot set: {err}");
+    for v in vols {
+        let id = v.request.snapshot_id;
+        let (p, r, c) = (v.provider.clone(), v.request, v.committed);
+        let _ = tokio::task::spawn_blocking(move || p.abort(&r, c.as_ref())).await;
+        let _ = engine.catalog_handle().remove(id);
+    }
+    let targets = engine.with_session(ctx, |s: &mut Session| targets(s, WriterEvent::Abort, &[])).await;
+    let results = fanout::broadcast(targets, WriterEvent::Abort, engine.config.deadlines.abort, || false).await;
+    record(engine, ctx, WriterEvent::Abort, results).await;
+    drop(held);
+    Err(err)
+}

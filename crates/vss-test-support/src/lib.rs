@@ -1,0 +1,561 @@
+//! Drop guards for tests that need root: loop devices, scratch filesystems on them, mounts.
+//!
+//! Every resource a test makes is owned by a guard whose `Drop` releases exactly that resource,
+//! also when the test panics:
+//!
+//! * [`LoopDevice`]: a sparse backing file in a fresh temporary directory, attached with
+//!   `losetup --find --show`; dropping detaches *that* device (`losetup -d /dev/loopN`) and
+//!   removes the file.
+//! * [`Mount`]: a filesystem mounted on a fresh temporary directory; dropping thaws it (in case a
+//!   test froze it), unmounts it (lazily if it is busy) and removes the directory.
+//! * [`Mounted`]: a loop device with a new filesystem (`btrfs`, `xfs`, `ext4`) mounted.
+//! * [`ScratchDir`]: a temporary directory that unmounts whatever is mounted below it before it
+//!   is removed (for code under test that mounts things there itself).
+//!
+//! Rules these helpers follow and tests must keep:
+//!
+//! * Tests never use fixed loop device numbers (`/dev/loop0`): the kernel hands out a free one,
+//!   so tests can run in parallel with each other and with other users of loop devices.
+//! * Tests never freeze (`FIFREEZE`) the filesystem holding `/tmp`, `/var/tmp` or `target/`:
+//!   the test binary, cargo and the rest of the machine would block on it. Only a [`Mounted`]
+//!   scratch filesystem may be frozen, and its guard thaws it on drop.
+//! * Root-only tests start with `if !require_root() { return; }` (and check [`have_tool`] for
+//!   the mkfs they need), so an unprivileged `cargo test` skips them instead of failing.
+//!
+//! Declare guards in the order they depend on each other: locals drop in reverse order, so a
+//! [`Mounted`] declared first outlives a [`Mount`] of the same device or a [`ScratchDir`]
+//! holding mounts of it that are declared after it.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+/// Runs a command and returns its standard output; a non-zero exit is an error carrying the
+/// command line and its standard error.
+pub fn run<I, S>(program: &str, args: I) -> io::Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let out = cmd
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether the process runs as root; prints "skipping: needs root" when not.
+///
+/// Root-only tests begin with `if !require_root() { return; }`.
+pub fn require_root() -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        eprintln!("skipping: needs root");
+    }
+    root
+}
+
+/// Whether an executable `name` is on `PATH` or in the sbin directories.
+pub fn have_tool(name: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .any(|dir| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(dir.join(name))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Where backing files go: `/var/tmp` (disk-backed on most systems), else the temp directory.
+fn scratch_parent() -> PathBuf {
+    let var_tmp = Path::new("/var/tmp");
+    if var_tmp.is_dir() {
+        var_tmp.to_owned()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// A loop device over a sparse file; detached (only this device) and the file removed on drop.
+#[derive(Debug)]
+pub struct LoopDevice {
+    device: PathBuf,
+    file: PathBuf,
+    /// Holds the backing file; dropped after the device is detached.
+    _dir: TempDir,
+}
+
+impl LoopDevice {
+    /// Attaches a new sparse file of `size_bytes` to a free loop device. `losetup` is retried up
+    /// to 10 times, as a device the kernel offered can be taken by someone else first.
+    pub fn new(size_bytes: u64) -> io::Result<LoopDevice> {
+        let dir = tempfile::Builder::new()
+            .prefix("vss-loop-")
+            .tempdir_in(scratch_parent())?;
+        let file = dir.path().join("disk.img");
+        File::create(&file)?.set_len(size_bytes)?;
+        let mut last_error = None;
+        for attempt in 1..=10u64 {
+            match run(
+                "losetup",
+                [OsStr::new("--find"), OsStr::new("--show"), file.as_os_str()],
+            ) {
+                Ok(out) if out.trim().starts_with("/dev/") => {
+                    return Ok(LoopDevice {
+                        device: PathBuf::from(out.trim()),
+                        file,
+                        _dir: dir,
+                    });
+                }
+                Ok(out) => {
+                    last_error = Some(io::Error::other(format!("losetup printed {out:?}")));
+                }
+                Err(e) => last_error = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(20 * attempt));
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::other("losetup failed")))
+    }
+
+    /// The device node (`/dev/loop7`).
+    pub fn path(&self) -> &Path {
+        &self.device
+    }
+
+    /// The backing file.
+    pub fn backing_file(&self) -> &Path {
+        &self.file
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        for attempt in 1..=5u64 {
+            match run("losetup", [OsStr::new("-d"), self.device.as_os_str()]) {
+                Ok(_) => return,
+                Err(e) if attempt == 5 => {
+                    eprintln!(
+                        "vss-test-support: cannot detach {}: {e}",
+                        self.device.display()
+                    );
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50 * attempt)),
+            }
+        }
+    }
+}
+
+/// `FITHAW` on the filesystem at `path`; "not frozen" (`EINVAL`) is no error.
+pub fn thaw(path: &Path) -> io::Result<()> {
+    use rustix::ioctl::{NoArg, Opcode, ioctl, opcode};
+    const FITHAW: Opcode = opcode::read_write::<std::ffi::c_int>(b'X', 120);
+    let fd = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    // SAFETY: FITHAW is `_IOWR('X', 120, int)`; the kernel ignores its argument, so passing none
+    // (a null pointer) is fine, and it touches no memory of ours.
+    match unsafe { ioctl(&fd, NoArg::<FITHAW>::new()) } {
+        Ok(()) | Err(rustix::io::Errno::INVAL) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Unmounts `path`, lazily (`MNT_DETACH`) if a normal unmount fails.
+fn unmount(path: &Path) -> io::Result<()> {
+    use rustix::mount::UnmountFlags;
+    match rustix::mount::unmount(path, UnmountFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            eprintln!(
+                "vss-test-support: umount {}: {e}; unmounting lazily",
+                path.display()
+            );
+            rustix::mount::unmount(path, UnmountFlags::DETACH).map_err(io::Error::from)
+        }
+    }
+}
+
+/// A filesystem mounted on a fresh temporary directory; thawed, unmounted and the directory
+/// removed on drop.
+#[derive(Debug)]
+pub struct Mount {
+    path: PathBuf,
+    mounted: bool,
+    /// The mount point; removed after the unmount.
+    _dir: TempDir,
+}
+
+impl Mount {
+    /// `mount [-o options] device <fresh dir>`.
+    pub fn new(device: &Path, options: Option<&str>) -> io::Result<Mount> {
+        let dir = tempfile::Builder::new().prefix("vss-mnt-").tempdir()?;
+        let path = std::fs::canonicalize(dir.path())?;
+        let mut args: Vec<&OsStr> = Vec::new();
+        if let Some(options) = options {
+            args.extend([OsStr::new("-o"), OsStr::new(options)]);
+        }
+        args.extend([device.as_os_str(), path.as_os_str()]);
+        run("mount", args)?;
+        Ok(Mount {
+            path,
+            mounted: true,
+            _dir: dir,
+        })
+    }
+
+    /// The mount point (canonical).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Unmounts now (thawing first), reporting failure instead of only printing it.
+    pub fn unmount(mut self) -> io::Result<()> {
+        self.release()
+    }
+
+    fn release(&mut self) -> io::Result<()> {
+        if !std::mem::take(&mut self.mounted) {
+            return Ok(());
+        }
+        if let Err(e) = thaw(&self.path) {
+            eprintln!("vss-test-support: FITHAW {}: {e}", self.path.display());
+        }
+        unmount(&self.path)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            eprintln!(
+                "vss-test-support: cannot unmount {}: {e}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// A scratch filesystem: a [`LoopDevice`] with a new filesystem, mounted on a fresh directory.
+/// Dropping thaws and unmounts it, then detaches the device.
+#[derive(Debug)]
+pub struct Mounted {
+    // Field order is drop order: the mount goes before the device.
+    mount: Option<Mount>,
+    fs_type: &'static str,
+    loop_device: LoopDevice,
+}
+
+impl Mounted {
+    /// A btrfs (`mkfs.btrfs -q -f`) of `size_bytes` (at least ~120 MiB), mounted.
+    pub fn btrfs(size_bytes: u64) -> io::Result<Mounted> {
+        Self::make("btrfs", "mkfs.btrfs", &["-q", "-f"], size_bytes)
+    }
+
+    /// An XFS with reflink (`mkfs.xfs -q -f -m reflink=1`) of `size_bytes` (at least 300 MiB),
+    /// mounted.
+    pub fn xfs(size_bytes: u64) -> io::Result<Mounted> {
+        Self::make(
+            "xfs",
+            "mkfs.xfs",
+            &["-q", "-f", "-m", "reflink=1"],
+            size_bytes,
+        )
+    }
+
+    /// An ext4 (`mkfs.ext4 -q -F`) of `size_bytes`, mounted.
+    pub fn ext4(size_bytes: u64) -> io::Result<Mounted> {
+        Self::make("ext4", "mkfs.ext4", &["-q", "-F"], size_bytes)
+    }
+
+    fn make(
+        fs_type: &'static str,
+        mkfs: &str,
+        args: &[&str],
+        size_bytes: u64,
+    ) -> io::Result<Mounted> {
+        let loop_device = LoopDevice::new(size_bytes)?;
+        let mut mkfs_args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        mkfs_args.push(loop_device.path().as_os_str());
+        run(mkfs, mkfs_args)?;
+        let mount = Mount::new(loop_device.path(), None)?;
+        Ok(Mounted {
+            mount: Some(mount),
+            fs_type,
+            loop_device,
+        })
+    }
+
+    /// The mount point. Panics after [`Mounted::unmount`].
+    pub fn path(&self) -> &Path {
+        self.mount
+            .as_ref()
+            .expect("the scratch filesystem was unmounted")
+            .path()
+    }
+
+    /// The loop device.
+    pub fn device(&self) -> &Path {
+        self.loop_device.path()
+    }
+
+    /// `btrfs`, `xfs` or `ext4`.
+    pub fn fs_type(&self) -> &str {
+        self.fs_type
+    }
+
+    /// `btrfs subvolume create <mount>/<name>`; returns its path. Panics on failure (test setup).
+    pub fn create_subvolume(&self, name: &str) -> PathBuf {
+        let path = self.path().join(name);
+        if let Err(e) = run(
+            "btrfs",
+            [
+                OsStr::new("subvolume"),
+                OsStr::new("create"),
+                path.as_os_str(),
+            ],
+        ) {
+            panic!("cannot create btrfs subvolume {}: {e}", path.display());
+        }
+        path
+    }
+
+    /// Mounts the same device once more on a fresh directory (`Some("subvol=data")` for a btrfs
+    /// subvolume). Drop the returned guard before this one.
+    pub fn mount_again(&self, options: Option<&str>) -> io::Result<Mount> {
+        Mount::new(self.device(), options)
+    }
+
+    /// Unmounts the primary mount now (the device stays attached until drop).
+    pub fn unmount(&mut self) -> io::Result<()> {
+        match self.mount.take() {
+            Some(mount) => mount.unmount(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Decodes mountinfo's octal escapes (`\040`).
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\'
+            && i + 3 < field.len()
+            && field[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = field[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |a, b| a * 8 + u32::from(b - b'0'));
+            if let Ok(byte) = u8::try_from(v) {
+                out.push(byte);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(field[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Mount points of this process, in mountinfo order.
+fn mount_points() -> io::Result<Vec<PathBuf>> {
+    let text = std::fs::read("/proc/self/mountinfo")?;
+    Ok(text
+        .split(|b| *b == b'\n')
+        .filter_map(|line| line.split(|b| *b == b' ').nth(4))
+        .map(|field| PathBuf::from(OsString::from_vec(unescape(field))))
+        .collect())
+}
+
+/// Unmounts everything mounted at or below `dir`, innermost and latest first (lazily where a
+/// normal unmount fails). Returns how many mounts it removed.
+pub fn unmount_all_under(dir: &Path) -> io::Result<usize> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    let mut count = 0;
+    // Stacked mounts show up once per layer; a few rounds take them all.
+    for _ in 0..16 {
+        let below: Vec<PathBuf> = mount_points()?
+            .into_iter()
+            .filter(|m| m.starts_with(&dir))
+            .collect();
+        if below.is_empty() {
+            return Ok(count);
+        }
+        for m in below.iter().rev() {
+            unmount(m)?;
+            count += 1;
+        }
+    }
+    Err(io::Error::other(format!(
+        "mounts below {} do not go away",
+        dir.display()
+    )))
+}
+
+/// A temporary directory that unmounts everything mounted below it before it is removed: the
+/// run directory of code under test that makes mounts of its own.
+#[derive(Debug)]
+pub struct ScratchDir {
+    dir: TempDir,
+}
+
+impl ScratchDir {
+    /// A fresh directory in the temp directory.
+    pub fn new() -> io::Result<ScratchDir> {
+        Ok(ScratchDir {
+            dir: tempfile::Builder::new().prefix("vss-run-").tempdir()?,
+        })
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Err(e) = unmount_all_under(self.dir.path()) {
+            eprintln!(
+                "vss-test-support: unmounting below {}: {e}",
+                self.dir.path().display()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescapes_mountinfo_fields() {
+        assert_eq!(unescape(b"/mnt/a\\040b"), b"/mnt/a b");
+        assert_eq!(unescape(b"x\\"), b"x\\");
+    }
+
+    #[test]
+    fn finds_common_tools() {
+        assert!(have_tool("sh"));
+        assert!(!have_tool("surely-no-such-tool-here"));
+    }
+
+    #[test]
+    fn run_reports_failures() {
+        assert_eq!(run("echo", ["hi"]).unwrap(), "hi\n");
+        let err = run("false", [] as [&str; 0]).unwrap_err();
+        assert!(err.to_string().contains("failed"), "{err}");
+    }
+
+    #[test]
+    fn loop_device_round_trip() {
+        if !require_root() || !have_tool("losetup") || !have_tool("mkfs.ext4") {
+            return;
+        }
+        let fs = Mounted::ext4(64 << 20).unwrap();
+        let device = fs.device().to_owned();
+        let mount_point = fs.path().to_owned();
+        let file = fs.loop_device.backing_file().to_owned();
+        assert!(mount_points().unwrap().contains(&mount_point));
+        std::fs::write(mount_point.join("f"), b"x").unwrap();
+        drop(fs);
+        assert!(!mount_points().unwrap().contains(&mount_point));
+        assert!(!mount_point.exists());
+        assert!(!file.exists());
+        let attached = run("losetup", ["-a"]).unwrap();
+        assert!(
+            !attached.contains(file.to_str().unwrap()),
+            "{} still attached: {attached}",
+            device.display()
+        );
+    }
+
+    #[test]
+    fn makes_each_filesystem_type() {
+        if !require_root() {
+            return;
+        }
+        type Make = fn(u64) -> io::Result<Mounted>;
+        let kinds: [(&str, &str, Make, u64); 3] = [
+            ("btrfs", "mkfs.btrfs", Mounted::btrfs, 256 << 20),
+            ("xfs", "mkfs.xfs", Mounted::xfs, 512 << 20),
+            ("ext4", "mkfs.ext4", Mounted::ext4, 64 << 20),
+        ];
+        for (fs_type, mkfs, make, size) in kinds {
+            if !have_tool(mkfs) {
+                eprintln!("skipping {fs_type}: no {mkfs}");
+                continue;
+            }
+            let fs = make(size).unwrap();
+            assert_eq!(fs.fs_type(), fs_type);
+            let mounts = run(
+                "findmnt",
+                ["-n", "-o", "FSTYPE", fs.path().to_str().unwrap()],
+            );
+            if let Ok(found) = mounts {
+                assert_eq!(found.trim(), fs_type);
+            }
+            if fs_type == "btrfs" {
+                let sub = fs.create_subvolume("sub");
+                assert!(sub.is_dir());
+            }
+        }
+    }
+
+    #[test]
+    fn drop_thaws_a_frozen_scratch_filesystem() {
+        if !require_root() || !have_tool("mkfs.ext4") || !have_tool("fsfreeze") {
+            return;
+        }
+        let fs = Mounted::ext4(64 << 20).unwrap();
+        let mount_point = fs.path().to_owned();
+        // Only ever freeze the scratch filesystem, never the one holding /tmp or target/.
+        run("fsfreeze", [OsStr::new("-f"), mount_point.as_os_str()]).unwrap();
+        drop(fs);
+        assert!(!mount_points().unwrap().contains(&mount_point));
+    }
+
+    #[test]
+    fn scratch_dir_unmounts_below() {
+        if !require_root() {
+            return;
+        }
+        let scratch = ScratchDir::new().unwrap();
+        let inner = scratch.path().join("a b");
+        std::fs::create_dir(&inner).unwrap();
+        run(
+            "mount",
+            [
+                OsStr::new("-t"),
+                OsStr::new("tmpfs"),
+                OsStr::new("tmpfs"),
+                inner.as_os_str(),
+            ],
+        )
+        .unwrap();
+        let canonical = std::fs::canonicalize(&inner).unwrap();
+        assert!(mount_points().unwrap().contains(&canonical));
+        assert_eq!(unmount_all_under(scratch.path()).unwrap(), 1);
+        assert!(!mount_points().unwrap().contains(&canonical));
+    }
+}
