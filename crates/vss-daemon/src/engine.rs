@@ -431,11 +431,9 @@ impl Engine {
             let mut d = ctx2.inner.lock().await;
             let ok = r.is_ok() && !op2.is_cancelled();
             d.session.finish(kind, ok);
-            if kind == OpKind::DoSnapshotSet || !d.session.holds_set_lock() {
-                // The host lock is released when DoSnapshotSet ends, however it ends.
-                if !d.session.holds_set_lock() {
-                    d.set_lock = None;
-                }
+            // The host lock is released when DoSnapshotSet ends, however it ends.
+            if !d.session.holds_set_lock() {
+                d.set_lock = None;
             }
             d.running = None;
             engine.remember_writers(&d.session);
@@ -456,8 +454,11 @@ impl Engine {
 
     /// GatherWriterMetadata: Identify to every writer socket.
     pub async fn gather_writer_metadata(self: &Arc<Self>, ctx: &Arc<SessionCtx>) -> Result<Id, VssError> {
-        self.spawn_op(ctx, OpKind::GatherWriterMetadata, |engine, ctx, _op| async move {
-            let found = fanout::identify_all(&engine.config.writers_dir, engine.config.deadlines.identify).await;
+        self.spawn_op(ctx, OpKind::GatherWriterMetadata, |engine, ctx, op| async move {
+            let found = tokio::select! {
+                f = fanout::identify_all(&engine.config.writers_dir, engine.config.deadlines.identify) => f,
+                _ = op.cancelled() => return Ok(()),
+            };
             let mut records: Vec<WriterRecord> = Vec::new();
             for (sock, r) in found {
                 let socket = sock.path.to_string_lossy().into_owned();
@@ -520,9 +521,7 @@ impl Engine {
             let d = ctx.inner.lock().await;
             targets(&d.session, event, &[])
         };
-        let op2 = op.clone();
-        let results =
-            fanout::broadcast(targets, event, self.config.deadlines.of(event), move || op2.is_cancelled()).await;
+        let results = fanout::broadcast(targets, event, self.config.deadlines.of(event), op.cancelled()).await;
         let mut d = ctx.inner.lock().await;
         record_all(&mut d.session, event, results);
         Ok(())
@@ -542,7 +541,7 @@ impl Engine {
         let (engine, ctx2) = (self.clone(), ctx.clone());
         let h = tokio::spawn(async move {
             let results =
-                fanout::broadcast(targets, WriterEvent::Abort, engine.config.deadlines.abort, || false).await;
+                fanout::broadcast(targets, WriterEvent::Abort, engine.config.deadlines.abort, fanout::never()).await;
             let mut d = ctx2.inner.lock().await;
             record_all(&mut d.session, WriterEvent::Abort, results);
             engine.remember_writers(&d.session);
@@ -569,10 +568,11 @@ impl Engine {
         }
         let mut d = ctx.inner.lock().await;
         let s = &d.session;
-        if s.mode() == Mode::Backup && s.prepare_step() != Step::NotCalled && !s.is_aborted() && s.snapshot_step() != Step::Done {
-            // The requester vanished mid-backup: the writers learn it as an Abort.
+        if s.mode() == Mode::Backup && s.prepare_step() != Step::NotCalled && !s.is_aborted() && s.snapshot_step() == Step::NotCalled {
+            // The requester vanished between PrepareForBackup and DoSnapshotSet: the writers
+            // learn it as an Abort (a failed DoSnapshotSet already sent one).
             let targets = targets(s, WriterEvent::Abort, &[]);
-            let results = fanout::broadcast(targets, WriterEvent::Abort, self.config.deadlines.abort, || false).await;
+            let results = fanout::broadcast(targets, WriterEvent::Abort, self.config.deadlines.abort, fanout::never()).await;
             record_all(&mut d.session, WriterEvent::Abort, results);
         }
         if d.session.needs_backup_shutdown() {
@@ -588,7 +588,7 @@ impl Engine {
                 .filter(|w| w.receives(WriterEvent::BackupShutdown))
                 .map(|w| Target { instance_id: w.metadata.instance_id, socket: w.socket.clone().into(), params: params.clone() })
                 .collect();
-            let results = fanout::broadcast(targets, WriterEvent::BackupShutdown, self.config.deadlines.backup_shutdown, || false).await;
+            let results = fanout::broadcast(targets, WriterEvent::BackupShutdown, self.config.deadlines.backup_shutdown, fanout::never()).await;
             record_all(&mut d.session, WriterEvent::BackupShutdown, results);
         }
         self.remember_writers(&d.session);

@@ -195,33 +195,42 @@ pub struct Target {
     pub params: serde_json::Value,
 }
 
-/// Sends `event` to every target in parallel, each on a fresh connection; `skip` is checked
-/// right before each writer is contacted (Cancel: writers not yet reached get nothing).
+/// Sends `event` to every target in parallel, each on a fresh connection. When `cancel`
+/// resolves, calls still in flight are dropped and writers not yet reached get nothing (Cancel);
+/// the outcomes collected so far are returned.
 pub async fn broadcast(
     targets: Vec<Target>,
     event: WriterEvent,
     deadline: Duration,
-    skip: impl Fn() -> bool + Send + Sync + 'static,
+    cancel: impl std::future::Future<Output = ()>,
 ) -> Vec<(Id, Delivered)> {
-    let skip = std::sync::Arc::new(skip);
     let mut set = JoinSet::new();
     for t in targets {
-        let skip = skip.clone();
         set.spawn(async move {
-            if skip() {
-                return None;
-            }
             let (d, _conn) = connect_and_call(&t.socket, event, &t.params, deadline).await;
-            Some((t.instance_id, d))
+            (t.instance_id, d)
         });
     }
     let mut out = Vec::new();
-    while let Some(j) = set.join_next().await {
-        match j {
-            Ok(Some(x)) => out.push(x),
-            Ok(None) => {}
-            Err(e) => tracing::error!("event task for {event} failed: {e}"),
+    tokio::pin!(cancel);
+    loop {
+        tokio::select! {
+            j = set.join_next() => match j {
+                None => break,
+                Some(Ok(x)) => out.push(x),
+                Some(Err(e)) => tracing::error!("event task for {event} failed: {e}"),
+            },
+            _ = &mut cancel => {
+                tracing::info!(%event, "cancelled; {} writer(s) not waited for", set.len());
+                set.abort_all();
+                break;
+            }
         }
     }
     out
+}
+
+/// A cancel future that never resolves.
+pub async fn never() {
+    std::future::pending::<()>().await
 }

@@ -93,6 +93,13 @@ impl Operation {
         status
     }
 
+    /// Resolves once Cancel was accepted (never, if it is not). Work in progress races against
+    /// it, so that a cancelled operation frees its session at once.
+    pub async fn cancelled(&self) {
+        let mut rx = self.status_tx.subscribe();
+        let _ = rx.wait_for(|s| *s == AsyncStatus::Cancelled).await;
+    }
+
     /// Waits until the operation ends or `timeout` passes; returns the status then.
     pub async fn wait(&self, timeout: Option<Duration>) -> AsyncStatus {
         let mut rx = self.status_tx.subscribe();

@@ -89,6 +89,10 @@ async fn serve_connection(engine: Arc<Engine>, mut conn: Connection) {
         let sent = match result {
             Ok(Reply::Json(v)) => transport::reply(&mut conn, &v).await,
             Ok(Reply::NotFound) => transport::reply_method_not_found(&mut conn, &method).await,
+            Ok(Reply::InterfaceNotFound) => {
+                let iface = method.rsplit_once('.').map(|(i, _)| i).unwrap_or(&method).to_owned();
+                transport::reply_varlink_error(&mut conn, "org.varlink.service.InterfaceNotFound", serde_json::json!({ "interface": iface })).await
+            }
             Err(e) => {
                 tracing::debug!(%method, "{e}");
                 transport::reply_error(&mut conn, ERROR_VSS, &e).await
@@ -105,6 +109,7 @@ async fn serve_connection(engine: Arc<Engine>, mut conn: Connection) {
 enum Reply {
     Json(serde_json::Value),
     NotFound,
+    InterfaceNotFound,
 }
 
 fn json<T: serde::Serialize>(t: T) -> Result<Reply, VssError> {
@@ -133,10 +138,11 @@ async fn dispatch(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, call: &RawCall) -
                 let iface = call.params::<serde_json::Value>()?;
                 match iface.get("interface").and_then(|v| v.as_str()) {
                     Some("vss.Requester") => json(serde_json::json!({ "description": vss_protocol::REQUESTER_IDL })),
-                    _ => Ok(Reply::NotFound),
+                    _ => Ok(Reply::InterfaceNotFound),
                 }
             }
-            _ => Ok(Reply::NotFound),
+            m if m.starts_with("org.varlink.service.") => Ok(Reply::NotFound),
+            _ => Ok(Reply::InterfaceNotFound),
         };
     };
     match name {

@@ -85,12 +85,24 @@ pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation
     }
     let mut held: Vec<Held> = Vec::new();
     let mut results = Vec::new();
-    while let Some(j) = js.join_next().await {
-        let Ok((instance, wave, freeze_timeout, d, conn)) = j else { continue };
-        if let Some(conn) = conn {
-            held.push(Held { instance, wave, freeze_timeout, conn, frozen_at: None });
+    loop {
+        tokio::select! {
+            j = js.join_next() => match j {
+                None => break,
+                Some(Ok((instance, wave, freeze_timeout, d, conn))) => {
+                    if let Some(conn) = conn {
+                        held.push(Held { instance, wave, freeze_timeout, conn, frozen_at: None });
+                    }
+                    results.push((instance, d));
+                }
+                Some(Err(e)) => tracing::error!("PrepareForSnapshot task failed: {e}"),
+            },
+            // Cancel: writers still preparing are not waited for; the set is aborted below.
+            _ = op.cancelled() => {
+                js.abort_all();
+                break;
+            }
         }
-        results.push((instance, d));
     }
     // A PrepareForSnapshot failure marks that writer failed; the set goes on without it.
     record(engine, ctx, WriterEvent::PrepareForSnapshot, results).await;
@@ -107,7 +119,13 @@ pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation
         w
     };
     for wave in &waves {
-        let (outcomes, failure) = freeze_wave(engine, ctx, &mut held, *wave).await;
+        let frozen = tokio::select! {
+            r = freeze_wave(engine, ctx, &mut held, *wave) => Some(r),
+            _ = op.cancelled() => None,
+        };
+        let Some((outcomes, failure)) = frozen else {
+            return abort(engine, ctx, vols, held, VssError::new(ErrorCode::Abort, "DoSnapshotSet was cancelled")).await;
+        };
         record(engine, ctx, WriterEvent::Freeze, outcomes).await;
         if let Some(err) = failure {
             return abort(engine, ctx, vols, held, err).await;
@@ -184,7 +202,6 @@ pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation
             snapshot_path: v.committed.as_ref().map(|c| c.snapshot_path.to_string_lossy().into_owned()),
         })
         .collect();
-    let all_waves: Vec<u8> = waves.clone();
     let mut outcomes = Vec::new();
     let params = engine
         .with_session(ctx, |s| {
@@ -193,7 +210,6 @@ pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation
                 .collect::<BTreeMap<_, _>>()
         })
         .await;
-    let _ = all_waves;
     let mut js = JoinSet::new();
     for mut h in held.drain(..) {
         let still = engine.with_session(ctx, |s| s.writers.iter().any(|w| w.metadata.instance_id == h.instance && w.receives(WriterEvent::PostSnapshot))).await;
@@ -395,7 +411,7 @@ async fn abort(
         let _ = engine.catalog_handle().remove(id);
     }
     let targets = engine.with_session(ctx, |s: &mut Session| targets(s, WriterEvent::Abort, &[])).await;
-    let results = fanout::broadcast(targets, WriterEvent::Abort, engine.config.deadlines.abort, || false).await;
+    let results = fanout::broadcast(targets, WriterEvent::Abort, engine.config.deadlines.abort, fanout::never()).await;
     record(engine, ctx, WriterEvent::Abort, results).await;
     drop(held);
     Err(err)

@@ -265,7 +265,7 @@ impl Session {
         if let Some(op) = self.running {
             let read_only = matches!(
                 call,
-                GetWriterStatus | SaveAsXml | Query | GetSnapshotProperties | AbortBackup
+                GetWriterStatus | GetWriterMetadata | SaveAsXml | Query | GetSnapshotProperties | AbortBackup
             );
             if !read_only {
                 return Err(bad(format!(

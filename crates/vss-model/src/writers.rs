@@ -7,7 +7,7 @@
 //!   explicitly included component take part fully; the others get PrepareForBackup only. In
 //!   non-component mode every writer takes part fully.
 //! - A writer that failed an event gets only Abort and BackupShutdown afterwards.
-//! - Writers past PostSnapshot get no Abort.
+//! - Writers past PostSnapshot get no Abort, and a writer gets Abort at most once per session.
 
 use crate::{ErrorCode, S_OK, VssError, WriterEvent, WriterState, wmd::WriterMetadata};
 
@@ -55,6 +55,8 @@ pub struct WriterRecord {
     pub past_post_snapshot: bool,
     /// GatherWriterStatus after BackupComplete closed the writer's session.
     pub session_completed: bool,
+    /// Abort was delivered (or attempted): a writer gets Abort at most once per session.
+    pub aborted: bool,
 }
 
 impl WriterRecord {
@@ -70,6 +72,7 @@ impl WriterRecord {
             failed_event: false,
             past_post_snapshot: false,
             session_completed: false,
+            aborted: false,
         }
     }
 
@@ -84,7 +87,7 @@ impl WriterRecord {
             | WriterEvent::Thaw
             | WriterEvent::PostSnapshot
             | WriterEvent::BackupComplete => self.participation == Full && !self.failed_event,
-            WriterEvent::Abort => self.participation == Full && !self.past_post_snapshot,
+            WriterEvent::Abort => self.participation == Full && !self.past_post_snapshot && !self.aborted,
             WriterEvent::BackupShutdown => self.participation == Full,
             // Restore participation comes with the restore issue; restore sessions send the
             // restore events to every writer with components selected for restore.
@@ -100,6 +103,9 @@ impl WriterRecord {
     pub fn record(&mut self, event: WriterEvent, outcome: EventOutcome) {
         if event == WriterEvent::PostSnapshot {
             self.past_post_snapshot = true;
+        }
+        if event == WriterEvent::Abort {
+            self.aborted = true;
         }
         match outcome {
             EventOutcome::Succeeded => {
@@ -238,6 +244,8 @@ mod tests {
         assert!(other.receives(WriterEvent::Abort));
         other.record(WriterEvent::Abort, EventOutcome::Succeeded);
         assert_eq!(other.state, WriterState::Stable);
+        assert!(!other.receives(WriterEvent::Abort), "Abort at most once");
+        assert!(other.receives(WriterEvent::BackupShutdown));
         // A failing Abort leaves the state alone.
         let mut third = record(Participation::Full);
         third.record(WriterEvent::Freeze, EventOutcome::Succeeded);

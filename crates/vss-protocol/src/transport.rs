@@ -136,6 +136,12 @@ pub async fn reply_method_not_found(conn: &mut Connection, method: &str) -> Resu
     conn.send_error(&e, vec![]).await.map_err(io)
 }
 
+/// Sends any varlink error with JSON parameters (e.g. `org.varlink.service.InterfaceNotFound`).
+pub async fn reply_varlink_error(conn: &mut Connection, name: &str, parameters: serde_json::Value) -> Result<(), CallError> {
+    let e = ErrorReply { error: name.to_owned(), parameters };
+    conn.send_error(&e, vec![]).await.map_err(io)
+}
+
 /// Interprets an error reply of either interface as a [`VssError`]; errors that are not ours
 /// (e.g. `org.varlink.service.MethodNotFound`) become `fallback` with the name in the message.
 pub fn error_reply_to_vss(name: &str, parameters: &serde_json::Value, fallback: ErrorCode) -> VssError {

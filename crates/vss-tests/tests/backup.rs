@@ -23,7 +23,12 @@ fn flags(params: &serde_json::Value) -> Vec<(String, Option<bool>)> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|c| (c["name"].as_str().unwrap_or("").to_owned(), c["backupSucceeded"].as_bool()))
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap_or("").to_owned(),
+                        c["backupSucceeded"].as_bool(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -43,75 +48,172 @@ async fn full_component_mode_backup_with_two_writers() {
     env.start_writer(
         "alpha",
         &[
-            "--component", &comp,
-            "--component", &format!(":logs:selectable:{}", data.display()),
-            "--write-on-freeze", frozen.to_str().unwrap(),
-            "--write-on-thaw", thawed.to_str().unwrap(),
-            "--backup-stamp", "stamp-1",
+            "--component",
+            &comp,
+            "--component",
+            &format!(":logs:selectable:{}", data.display()),
+            "--write-on-freeze",
+            frozen.to_str().unwrap(),
+            "--write-on-thaw",
+            thawed.to_str().unwrap(),
+            "--backup-stamp",
+            "stamp-1",
         ],
     );
-    env.start_writer("beta", &["--component", &format!(":files:selectable:{}", data.display()), "--level", "back-end"]);
+    env.start_writer(
+        "beta",
+        &[
+            "--component",
+            &format!(":files:selectable:{}", data.display()),
+            "--level",
+            "back-end",
+        ],
+    );
 
     let mut bc = env.requester().await;
     bc.initialize_for_backup(None).await.unwrap();
-    bc.set_backup_state(true, false, BackupType::Full, false).await.unwrap();
+    bc.set_backup_state(true, false, BackupType::Full, false)
+        .await
+        .unwrap();
     bc.gather_writer_metadata().await.unwrap().await.unwrap();
     let writers = bc.get_writer_metadata().await.unwrap();
     assert_eq!(writers.len(), 2, "{writers:?}");
     for w in &writers {
         for c in &w.components {
-            bc.add_component(w.instance_id, w.writer_id, ComponentType::FileGroup, &c.logical_path, &c.name)
-                .await
-                .unwrap();
+            bc.add_component(
+                w.instance_id,
+                w.writer_id,
+                ComponentType::FileGroup,
+                &c.logical_path,
+                &c.name,
+            )
+            .await
+            .unwrap();
         }
     }
     let set = bc.start_snapshot_set().await.unwrap();
-    let snap = bc.add_to_snapshot_set(vol.to_str().unwrap(), None).await.unwrap();
+    let snap = bc
+        .add_to_snapshot_set(vol.to_str().unwrap(), None)
+        .await
+        .unwrap();
     bc.prepare_for_backup().await.unwrap().await.unwrap();
     bc.do_snapshot_set().await.unwrap().await.unwrap();
     bc.gather_writer_status().await.unwrap().await.unwrap();
     let status = bc.get_writer_status().await.unwrap();
-    assert!(status.iter().all(|s| s.state == 5 && s.failure == 0), "{status:?}");
+    assert!(
+        status.iter().all(|s| s.state == 5 && s.failure == 0),
+        "{status:?}"
+    );
 
     let props = bc.get_snapshot_properties(snap).await.unwrap();
     assert_eq!(props.snapshot_set_id, set.to_string());
     let snap_path = std::path::PathBuf::from(&props.snapshot_path);
     let snap_frozen = snap_path.join(frozen.file_name().unwrap());
     let snap_thawed = snap_path.join(thawed.file_name().unwrap());
-    assert_eq!(std::fs::read_to_string(snap_path.join("data/before.txt")).unwrap(), "before");
-    assert!(snap_frozen.exists(), "a file written before the Freeze answer is in the snapshot");
-    assert!(thawed.exists(), "the writer wrote its Thaw file on the volume");
-    assert!(!snap_thawed.exists(), "a file written on Thaw is not in the snapshot");
+    assert_eq!(
+        std::fs::read_to_string(snap_path.join("data/before.txt")).unwrap(),
+        "before"
+    );
+    assert!(
+        snap_frozen.exists(),
+        "a file written before the Freeze answer is in the snapshot"
+    );
+    assert!(
+        thawed.exists(),
+        "the writer wrote its Thaw file on the volume"
+    );
+    assert!(
+        !snap_thawed.exists(),
+        "a file written on Thaw is not in the snapshot"
+    );
     let e = std::fs::write(snap_path.join("new.txt"), "x").unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::ROFS.raw_os_error()), "the snapshot is read-only: {e}");
+    assert_eq!(
+        e.raw_os_error(),
+        Some(rustix::io::Errno::ROFS.raw_os_error()),
+        "the snapshot is read-only: {e}"
+    );
 
     // alpha:db succeeded, alpha:logs never set (false), beta:files failed.
     let alpha = writers.iter().find(|w| w.writer_name == "alpha").unwrap();
     let beta = writers.iter().find(|w| w.writer_name == "beta").unwrap();
-    bc.set_backup_succeeded(alpha.instance_id, alpha.writer_id, ComponentType::FileGroup, "", "db", true).await.unwrap();
-    bc.set_backup_succeeded(beta.instance_id, beta.writer_id, ComponentType::FileGroup, "", "files", false).await.unwrap();
+    bc.set_backup_succeeded(
+        alpha.instance_id,
+        alpha.writer_id,
+        ComponentType::FileGroup,
+        "",
+        "db",
+        true,
+    )
+    .await
+    .unwrap();
+    bc.set_backup_succeeded(
+        beta.instance_id,
+        beta.writer_id,
+        ComponentType::FileGroup,
+        "",
+        "files",
+        false,
+    )
+    .await
+    .unwrap();
     let bcd = bc.save_as_xml().await.unwrap();
-    assert!(bcd.contains("stamp-1"), "the writer's PostSnapshot stamp is in the BCD: {bcd}");
+    assert!(
+        bcd.contains("stamp-1"),
+        "the writer's PostSnapshot stamp is in the BCD: {bcd}"
+    );
     bc.backup_complete().await.unwrap().await.unwrap();
     bc.gather_writer_status().await.unwrap().await.unwrap();
     let status = bc.get_writer_status().await.unwrap();
-    assert!(status.iter().all(|s| s.state == 1 && s.state_name == "VSS_WS_STABLE"), "{status:?}");
+    assert!(
+        status
+            .iter()
+            .all(|s| s.state == 1 && s.state_name == "VSS_WS_STABLE"),
+        "{status:?}"
+    );
     // BackupComplete after BackupComplete is out of sequence.
     let again = bc.backup_complete().await.unwrap_err();
     assert_eq!(again.code(), Some(ErrorCode::BadState));
 
     drop(bc);
-    wait_until(Duration::from_secs(30), || env.event_names("alpha").last().map(String::as_str) == Some("BackupShutdown") && env.event_names("beta").last().map(String::as_str) == Some("BackupShutdown"), "BackupShutdown").await;
-    wait_until(Duration::from_secs(30), || !snap_path.exists(), "the auto-release snapshot to be deleted").await;
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            env.event_names("alpha").last().map(String::as_str) == Some("BackupShutdown")
+                && env.event_names("beta").last().map(String::as_str) == Some("BackupShutdown")
+        },
+        "BackupShutdown",
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        || !snap_path.exists(),
+        "the auto-release snapshot to be deleted",
+    )
+    .await;
 
     for w in ["alpha", "beta"] {
         assert_eq!(env.event_names(w), FULL_ORDER, "{w}'s events");
     }
-    let bc_params = |w: &str| env.events(w).into_iter().find(|(e, _)| e == "BackupComplete").unwrap().1;
+    let bc_params = |w: &str| {
+        env.events(w)
+            .into_iter()
+            .find(|(e, _)| e == "BackupComplete")
+            .unwrap()
+            .1
+    };
     let mut a = flags(&bc_params("alpha"));
     a.sort();
-    assert_eq!(a, vec![("db".to_owned(), Some(true)), ("logs".to_owned(), Some(false))]);
-    assert_eq!(flags(&bc_params("beta")), vec![("files".to_owned(), Some(false))]);
+    assert_eq!(
+        a,
+        vec![
+            ("db".to_owned(), Some(true)),
+            ("logs".to_owned(), Some(false))
+        ]
+    );
+    assert_eq!(
+        flags(&bc_params("beta")),
+        vec![("files".to_owned(), Some(false))]
+    );
     // Freeze went front end (alpha) before back end (beta); Thaw in reverse.
     let log = env.vssd_log();
     assert!(log.contains("snapshot committed"), "{log}");
@@ -122,15 +224,35 @@ async fn backup_complete_before_and_after_failed_snapshot_is_bad_state() {
     let Some(mut env) = Env::new() else { return };
     let vol = env.volume();
     env.start_vssd(&["--timeout", "Freeze=3000"]);
-    env.start_writer("w", &["--component", &format!(":c:selectable:{}", vol.display()), "--fail-at", "Freeze"]);
+    env.start_writer(
+        "w",
+        &[
+            "--component",
+            &format!(":c:selectable:{}", vol.display()),
+            "--fail-at",
+            "Freeze",
+        ],
+    );
     let mut bc = env.requester().await;
     bc.initialize_for_backup(None).await.unwrap();
-    bc.set_backup_state(true, false, BackupType::Full, false).await.unwrap();
+    bc.set_backup_state(true, false, BackupType::Full, false)
+        .await
+        .unwrap();
     bc.gather_writer_metadata().await.unwrap().await.unwrap();
     let w = bc.get_writer_metadata().await.unwrap().remove(0);
-    bc.add_component(w.instance_id, w.writer_id, ComponentType::FileGroup, "", "c").await.unwrap();
+    bc.add_component(
+        w.instance_id,
+        w.writer_id,
+        ComponentType::FileGroup,
+        "",
+        "c",
+    )
+    .await
+    .unwrap();
     bc.start_snapshot_set().await.unwrap();
-    bc.add_to_snapshot_set(vol.to_str().unwrap(), None).await.unwrap();
+    bc.add_to_snapshot_set(vol.to_str().unwrap(), None)
+        .await
+        .unwrap();
     let e = bc.backup_complete().await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::BadState), "before DoSnapshotSet");
     bc.prepare_for_backup().await.unwrap().await.unwrap();
@@ -141,7 +263,11 @@ async fn backup_complete_before_and_after_failed_snapshot_is_bad_state() {
         other => panic!("DoSnapshotSet should fail, got {other:?}"),
     }
     let e = bc.backup_complete().await.unwrap_err();
-    assert_eq!(e.code(), Some(ErrorCode::BadState), "after a failed DoSnapshotSet");
+    assert_eq!(
+        e.code(),
+        Some(ErrorCode::BadState),
+        "after a failed DoSnapshotSet"
+    );
     bc.gather_writer_status().await.unwrap().await.unwrap();
     let s = bc.get_writer_status().await.unwrap().remove(0);
     assert_eq!(s.state_name, "VSS_WS_FAILED_AT_FREEZE");
@@ -150,7 +276,22 @@ async fn backup_complete_before_and_after_failed_snapshot_is_bad_state() {
     assert!(bc.query(Some(-1), None, None).await.unwrap().is_empty());
     bc.abort_backup().await.unwrap();
     drop(bc);
-    wait_until(Duration::from_secs(30), || env.event_names("w").contains(&"BackupShutdown".to_owned()), "BackupShutdown").await;
+    wait_until(
+        Duration::from_secs(30),
+        || env.event_names("w").contains(&"BackupShutdown".to_owned()),
+        "BackupShutdown",
+    )
+    .await;
     let names = env.event_names("w");
-    assert_eq!(names, ["Identify", "PrepareForBackup", "PrepareForSnapshot", "Freeze", "Abort", "BackupShutdown"]);
+    assert_eq!(
+        names,
+        [
+            "Identify",
+            "PrepareForBackup",
+            "PrepareForSnapshot",
+            "Freeze",
+            "Abort",
+            "BackupShutdown"
+        ]
+    );
 }

@@ -31,7 +31,10 @@ pub fn to_writer_failure(err: VssError) -> VssError {
 pub fn panic_failure(hook: &str, payload: &(dyn Any + Send)) -> VssError {
     VssError::new(
         ErrorCode::WriterErrorNonRetryable,
-        format!("the writer's {hook} hook panicked: {}", panic_message(payload)),
+        format!(
+            "the writer's {hook} hook panicked: {}",
+            panic_message(payload)
+        ),
     )
 }
 

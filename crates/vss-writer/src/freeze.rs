@@ -138,12 +138,16 @@ impl FreezeTable {
             )),
             Some(SetState::TimedOut) => FreezeStart::Refuse(VssError::new(
                 ErrorCode::WriterErrorTimeout,
-                format!("snapshot set {set} already timed out between Freeze and Thaw; start a new snapshot set"),
+                format!(
+                    "snapshot set {set} already timed out between Freeze and Thaw; start a new snapshot set"
+                ),
             )),
-            Some(SetState::Freezing { .. } | SetState::Frozen { .. }) => FreezeStart::Refuse(VssError::new(
-                ErrorCode::WriterErrorNonRetryable,
-                format!("snapshot set {set} is already frozen; Freeze was sent twice"),
-            )),
+            Some(SetState::Freezing { .. } | SetState::Frozen { .. }) => {
+                FreezeStart::Refuse(VssError::new(
+                    ErrorCode::WriterErrorNonRetryable,
+                    format!("snapshot set {set} is already frozen; Freeze was sent twice"),
+                ))
+            }
             Some(SetState::Thawed) | None => {
                 self.insert(set, SetState::Freezing { conn });
                 FreezeStart::Proceed
@@ -183,7 +187,9 @@ impl FreezeTable {
             )),
             Some(SetState::Aborted) => ThawDecision::Refuse(VssError::new(
                 ErrorCode::WriterErrorNonRetryable,
-                format!("snapshot set {set} was aborted before Thaw; the snapshot may be inconsistent"),
+                format!(
+                    "snapshot set {set} was aborted before Thaw; the snapshot may be inconsistent"
+                ),
             )),
             Some(SetState::Frozen { .. } | SetState::Freezing { .. }) => {
                 self.insert(set, SetState::Thawed);
@@ -233,8 +239,12 @@ impl FreezeTable {
 
     /// The runtime is shutting down: every set still frozen, now aborted.
     pub fn shutdown(&mut self) -> Vec<String> {
-        let sets: Vec<String> =
-            self.sets.iter().filter(|(_, s)| matches!(s, SetState::Frozen { .. })).map(|(k, _)| k.clone()).collect();
+        let sets: Vec<String> = self
+            .sets
+            .iter()
+            .filter(|(_, s)| matches!(s, SetState::Frozen { .. }))
+            .map(|(k, _)| k.clone())
+            .collect();
         for s in &sets {
             self.insert(s, SetState::Aborted);
         }
@@ -301,11 +311,24 @@ mod tests {
     fn freeze_then_thaw_in_time() {
         let mut t = FreezeTable::new();
         let g = frozen(&mut t, S, 1);
-        assert_eq!(t.state(S), Some(SetState::Frozen { conn: 1, generation: g }));
+        assert_eq!(
+            t.state(S),
+            Some(SetState::Frozen {
+                conn: 1,
+                generation: g
+            })
+        );
         assert_eq!(t.thaw(S), ThawDecision::Proceed);
         assert!(!t.timer_fired(S, g), "the timer after Thaw does nothing");
-        assert!(t.connection_closed(1).is_empty(), "closing after Thaw aborts nothing");
-        assert_eq!(t.abort_event(S), AbortDecision::CallHook, "an Abort after Thaw still reaches the writer");
+        assert!(
+            t.connection_closed(1).is_empty(),
+            "closing after Thaw aborts nothing"
+        );
+        assert_eq!(
+            t.abort_event(S),
+            AbortDecision::CallHook,
+            "an Abort after Thaw still reaches the writer"
+        );
         assert_eq!(t.abort_event(S), AbortDecision::AlreadyAborted);
     }
 
@@ -319,7 +342,11 @@ mod tests {
             ThawDecision::Refuse(e) => assert_eq!(e.code, ErrorCode::WriterErrorTimeout),
             other => panic!("{other:?}"),
         }
-        assert_eq!(t.abort_event(S), AbortDecision::AlreadyAborted, "abort at most once");
+        assert_eq!(
+            t.abort_event(S),
+            AbortDecision::AlreadyAborted,
+            "abort at most once"
+        );
         assert!(t.connection_closed(1).is_empty());
     }
 
@@ -341,9 +368,14 @@ mod tests {
         frozen(&mut t, "b", 2);
         assert_eq!(t.connection_closed(1), vec!["a".to_owned()]);
         assert_eq!(t.state("a"), Some(SetState::Aborted));
-        assert!(matches!(t.state("b"), Some(SetState::Frozen { conn: 2, .. })));
+        assert!(matches!(
+            t.state("b"),
+            Some(SetState::Frozen { conn: 2, .. })
+        ));
         assert_eq!(t.abort_event("a"), AbortDecision::AlreadyAborted);
-        assert!(matches!(t.thaw("a"), ThawDecision::Refuse(e) if e.code == ErrorCode::WriterErrorNonRetryable));
+        assert!(
+            matches!(t.thaw("a"), ThawDecision::Refuse(e) if e.code == ErrorCode::WriterErrorNonRetryable)
+        );
         assert_eq!(t.shutdown(), vec!["b".to_owned()]);
         assert!(t.shutdown().is_empty());
     }
@@ -406,7 +438,10 @@ mod tests {
         let mut t = FreezeTable::new();
         frozen(&mut t, "frozen", 1);
         t.forget("frozen");
-        assert!(t.state("frozen").is_some(), "a frozen set is never forgotten");
+        assert!(
+            t.state("frozen").is_some(),
+            "a frozen set is never forgotten"
+        );
         for i in 0..(MAX_REMEMBERED_SETS + 10) {
             let k = format!("s{i}");
             frozen(&mut t, &k, 1);

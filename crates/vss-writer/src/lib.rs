@@ -81,10 +81,12 @@ pub use runtime::{RuntimeConfig, WriterRuntime, shutdown_signal};
 pub use uuid::Uuid;
 pub use vss_model::wmd::{Dependency, FileSpec, WmdComponent, full_path};
 pub use vss_model::{
-    ApplicationLevel, BackupType, ComponentType, DEFAULT_FREEZE_TIMEOUT_MS, ErrorCode, RestoreMethod, SourceType,
-    UsageType, VssError, WriterRestore,
+    ApplicationLevel, BackupType, ComponentType, DEFAULT_FREEZE_TIMEOUT_MS, ErrorCode,
+    RestoreMethod, SourceType, UsageType, VssError, WriterRestore,
 };
-pub use vss_protocol::writer::{ComponentUpdate, Event, EventComponent, EventParams, EventVolume, WriterMetadata};
+pub use vss_protocol::writer::{
+    ComponentUpdate, Event, EventComponent, EventParams, EventVolume, WriterMetadata,
+};
 
 /// A VSS writer: the hooks the coordinator's events call.
 ///
@@ -107,9 +109,11 @@ pub trait Writer: Send + Sync + 'static {
     /// called at any time, even between Freeze and Thaw.
     fn metadata(&self) -> WriterMetadata;
 
-    /// The Freeze→Thaw window in milliseconds the runtime enforces. Defaults to
-    /// `metadata().freeze_timeout_ms` (0 counts as the 60 s default); override it only if
-    /// computing the metadata is expensive.
+    /// The Freeze→Thaw window in milliseconds, for a Freeze that arrives before any Identify
+    /// was answered. Normally the runtime enforces the `freeze_timeout_ms` of the metadata it
+    /// last served in Identify (the coordinator identifies writers before every backup) and
+    /// never calls this. Defaults to `metadata().freeze_timeout_ms` (0 counts as the 60 s
+    /// default); override it if calling [`Writer::metadata`] has side effects.
     fn freeze_timeout_ms(&self) -> u64 {
         match self.metadata().freeze_timeout_ms {
             0 => DEFAULT_FREEZE_TIMEOUT_MS,

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -21,7 +22,8 @@ use tracing::{debug, error, info, warn};
 use vss_model::{ErrorCode, VssError};
 use vss_protocol::transport::{self, CallError, Connection};
 use vss_protocol::writer::{
-    BackupShutdownParams, ComponentUpdate, ComponentsReply, ERROR_WRITER_FAILURE, Event, EventParams, IdentifyReply,
+    BackupShutdownParams, ComponentUpdate, ComponentsReply, ERROR_WRITER_FAILURE, Event,
+    EventParams, IdentifyReply,
 };
 use vss_protocol::{Empty, RawCall};
 use zlink::Listener as _;
@@ -29,7 +31,9 @@ use zlink::Listener as _;
 use crate::Writer;
 use crate::access::peer_allowed;
 use crate::failure::{panic_failure, to_writer_failure};
-use crate::freeze::{AbortDecision, ConnId, FreezeEnd, FreezeStart, FreezeTable, ThawDecision, set_key};
+use crate::freeze::{
+    AbortDecision, ConnId, FreezeEnd, FreezeStart, FreezeTable, ThawDecision, set_key,
+};
 use crate::service;
 
 /// Where writers put their sockets by default.
@@ -51,14 +55,21 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { writers_dir: PathBuf::from(DEFAULT_WRITERS_DIR), socket_name: String::new(), coordinator_uid: None }
+        RuntimeConfig {
+            writers_dir: PathBuf::from(DEFAULT_WRITERS_DIR),
+            socket_name: String::new(),
+            coordinator_uid: None,
+        }
     }
 }
 
 impl RuntimeConfig {
     /// The default configuration with this socket name.
     pub fn new(socket_name: impl Into<String>) -> Self {
-        RuntimeConfig { socket_name: socket_name.into(), ..Default::default() }
+        RuntimeConfig {
+            socket_name: socket_name.into(),
+            ..Default::default()
+        }
     }
 
     /// `writers_dir/socket_name`.
@@ -83,7 +94,12 @@ impl WriterRuntime {
     /// runtime.
     pub async fn bind(config: RuntimeConfig) -> io::Result<WriterRuntime> {
         let name = config.socket_name.as_str();
-        if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name.contains('/')
+            || name.contains('\0')
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("socket name '{name}' must be a plain file name like 'example.sock'"),
@@ -91,9 +107,16 @@ impl WriterRuntime {
         }
         let dir = &config.writers_dir;
         if !dir.is_dir() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot create the writers directory {}: {e}", dir.display()))
-            })?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot create the writers directory {}: {e}", dir.display()),
+                    )
+                })?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
         }
         let path = config.socket_path();
@@ -105,7 +128,10 @@ impl WriterRuntime {
             Ok(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
-                    format!("{} exists and is not a socket; not removing it", path.display()),
+                    format!(
+                        "{} exists and is not a socket; not removing it",
+                        path.display()
+                    ),
                 ));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -117,7 +143,11 @@ impl WriterRuntime {
         })?;
         let socket = SocketFile::new(path)?;
         std::fs::set_permissions(&socket.path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(WriterRuntime { listener, socket, coordinator_uid: config.coordinator_uid })
+        Ok(WriterRuntime {
+            listener,
+            socket,
+            coordinator_uid: config.coordinator_uid,
+        })
     }
 
     /// The socket's path.
@@ -127,8 +157,16 @@ impl WriterRuntime {
 
     /// Serves `writer` until `shutdown` completes, then aborts the writer if it is still frozen
     /// and removes the socket.
-    pub async fn run<W: Writer>(mut self, writer: Arc<W>, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let shared = Arc::new(Shared { writer, table: Mutex::new(FreezeTable::new()) });
+    pub async fn run<W: Writer>(
+        mut self,
+        writer: Arc<W>,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let shared = Arc::new(Shared {
+            writer,
+            table: Mutex::new(FreezeTable::new()),
+            freeze_timeout_ms: AtomicU64::new(0),
+        });
         let coordinator_uid = self.coordinator_uid;
         let mut tasks = JoinSet::new();
         let mut next_conn: ConnId = 0;
@@ -157,7 +195,10 @@ impl WriterRuntime {
         let frozen = shared.table().shutdown();
         for set in frozen {
             warn!(set = %set, "shutting down while frozen: aborting the writer");
-            if tokio::time::timeout(SHUTDOWN_ABORT_WAIT, shared.call_abort(None)).await.is_err() {
+            if tokio::time::timeout(SHUTDOWN_ABORT_WAIT, shared.call_abort(None))
+                .await
+                .is_err()
+            {
                 error!(set = %set, "the abort hook did not return within {SHUTDOWN_ABORT_WAIT:?}");
             }
         }
@@ -187,7 +228,9 @@ impl WriterRuntime {
         config: RuntimeConfig,
         on_ready: impl FnOnce(&Path),
     ) -> io::Result<()> {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
         let result = rt.block_on(async move {
             let runtime = WriterRuntime::bind(config).await?;
             on_ready(runtime.socket_path());
@@ -202,7 +245,10 @@ impl WriterRuntime {
 /// Completes on SIGINT or SIGTERM (pends forever if the signals cannot be watched).
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => tokio::select! {
             _ = term.recv() => info!("SIGTERM received"),
             _ = int.recv() => info!("SIGINT received"),
@@ -224,7 +270,10 @@ struct SocketFile {
 impl SocketFile {
     fn new(path: PathBuf) -> io::Result<Self> {
         let m = std::fs::symlink_metadata(&path)?;
-        Ok(SocketFile { path, id: (m.dev(), m.ino()) })
+        Ok(SocketFile {
+            path,
+            id: (m.dev(), m.ino()),
+        })
     }
 }
 
@@ -250,6 +299,8 @@ fn zlink_to_io(e: zlink::Error) -> io::Error {
 struct Shared<W> {
     writer: Arc<W>,
     table: Mutex<FreezeTable>,
+    /// The freeze timeout of the metadata last served in Identify; 0 before the first one.
+    freeze_timeout_ms: AtomicU64,
 }
 
 /// Runs a hook on a blocking thread; maps its error to a writer failure code and a panic to
@@ -265,9 +316,10 @@ async fn run_hook<T: Send + 'static>(
             error!(hook, error = %err, "hook panicked");
             Err(err)
         }
-        Err(e) => {
-            Err(VssError::new(ErrorCode::WriterErrorNonRetryable, format!("the writer's {hook} hook was cancelled: {e}")))
-        }
+        Err(e) => Err(VssError::new(
+            ErrorCode::WriterErrorNonRetryable,
+            format!("the writer's {hook} hook was cancelled: {e}"),
+        )),
     }
 }
 
@@ -276,7 +328,9 @@ fn empty() -> Value {
 }
 
 fn components_reply(updates: Vec<ComponentUpdate>) -> Value {
-    let reply = ComponentsReply { components: (!updates.is_empty()).then_some(updates) };
+    let reply = ComponentsReply {
+        components: (!updates.is_empty()).then_some(updates),
+    };
     serde_json::to_value(reply).unwrap_or_else(|_| empty())
 }
 
@@ -313,9 +367,14 @@ impl<W: Writer> Shared<W> {
         }
         let w = Arc::clone(&self.writer);
         let params = ev.clone();
+        let identified_ms = self.freeze_timeout_ms.load(Ordering::Relaxed);
         let result = run_hook("freeze", move || {
             w.freeze(&params)?;
-            Ok(w.freeze_timeout_ms())
+            Ok(if identified_ms > 0 {
+                identified_ms
+            } else {
+                w.freeze_timeout_ms()
+            })
         })
         .await;
         let end = self.table().end_freeze(&key, conn, result.is_ok());
@@ -338,7 +397,13 @@ impl<W: Writer> Shared<W> {
         }
     }
 
-    fn start_freeze_timer(self: &Arc<Self>, key: String, generation: u64, ms: u64, ev: EventParams) {
+    fn start_freeze_timer(
+        self: &Arc<Self>,
+        key: String,
+        generation: u64,
+        ms: u64,
+        ev: EventParams,
+    ) {
         let shared = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -383,22 +448,44 @@ impl<W: Writer> Shared<W> {
     }
 
     /// Handles one event whose parameters are an [`EventParams`].
-    async fn event(self: &Arc<Self>, conn: ConnId, event: Event, ev: EventParams) -> Result<Value, VssError> {
+    async fn event(
+        self: &Arc<Self>,
+        conn: ConnId,
+        event: Event,
+        ev: EventParams,
+    ) -> Result<Value, VssError> {
         match event {
-            Event::PrepareForBackup => self.event_hook("prepare_for_backup", ev, W::prepare_for_backup).await.map(components_reply),
-            Event::PrepareForSnapshot => {
-                self.event_hook("prepare_for_snapshot", ev, W::prepare_for_snapshot).await.map(|()| empty())
-            }
+            Event::PrepareForBackup => self
+                .event_hook("prepare_for_backup", ev, W::prepare_for_backup)
+                .await
+                .map(components_reply),
+            Event::PrepareForSnapshot => self
+                .event_hook("prepare_for_snapshot", ev, W::prepare_for_snapshot)
+                .await
+                .map(|()| empty()),
             Event::Freeze => self.freeze(conn, ev).await,
             Event::Thaw => self.thaw(ev).await,
-            Event::PostSnapshot => self.event_hook("post_snapshot", ev, W::post_snapshot).await.map(components_reply),
+            Event::PostSnapshot => self
+                .event_hook("post_snapshot", ev, W::post_snapshot)
+                .await
+                .map(components_reply),
             Event::Abort => self.abort_event(ev).await,
-            Event::BackupComplete => self.event_hook("backup_complete", ev, W::backup_complete).await.map(|()| empty()),
-            Event::PreRestore => self.event_hook("pre_restore", ev, W::pre_restore).await.map(|()| empty()),
-            Event::PostRestore => self.event_hook("post_restore", ev, W::post_restore).await.map(|()| empty()),
-            Event::Identify | Event::BackupShutdown => {
-                Err(VssError::new(ErrorCode::WriterErrorNonRetryable, "internal error: misrouted event"))
-            }
+            Event::BackupComplete => self
+                .event_hook("backup_complete", ev, W::backup_complete)
+                .await
+                .map(|()| empty()),
+            Event::PreRestore => self
+                .event_hook("pre_restore", ev, W::pre_restore)
+                .await
+                .map(|()| empty()),
+            Event::PostRestore => self
+                .event_hook("post_restore", ev, W::post_restore)
+                .await
+                .map(|()| empty()),
+            Event::Identify | Event::BackupShutdown => Err(VssError::new(
+                ErrorCode::WriterErrorNonRetryable,
+                "internal error: misrouted event",
+            )),
         }
     }
 }
@@ -410,14 +497,20 @@ async fn serve_connection<W: Writer>(
     coordinator_uid: Option<u32>,
 ) {
     let (uid, pid) = match conn.peer_credentials().await {
-        Ok(c) => (c.unix_user_id().as_raw(), rustix::process::Pid::as_raw(Some(c.process_id()))),
+        Ok(c) => (
+            c.unix_user_id().as_raw(),
+            rustix::process::Pid::as_raw(Some(c.process_id())),
+        ),
         Err(e) => {
             warn!(error = %e, "cannot read the peer's credentials; closing the connection");
             return;
         }
     };
     if !peer_allowed(uid, coordinator_uid) {
-        warn!(uid, pid, "refused a connection from a user that is neither root nor the coordinator");
+        warn!(
+            uid,
+            pid, "refused a connection from a user that is neither root nor the coordinator"
+        );
         return;
     }
     debug!(conn = id, uid, pid, "connection accepted");
@@ -449,12 +542,23 @@ async fn handle_call<W: Writer>(
     match method {
         "org.varlink.service.GetInfo" => return transport::reply(conn, &service::info()).await,
         "org.varlink.service.GetInterfaceDescription" => {
-            let interface = call.parameters.as_ref().and_then(|p| p.get("interface")).and_then(Value::as_str);
+            let interface = call
+                .parameters
+                .as_ref()
+                .and_then(|p| p.get("interface"))
+                .and_then(Value::as_str);
             return match interface {
                 None => service::reply_invalid_parameter(conn, "interface").await,
                 Some(i) => match service::interface_description(i) {
                     Some(d) => transport::reply(conn, &json!({ "description": d })).await,
-                    None => service::reply_standard_error(conn, "InterfaceNotFound", json!({ "interface": i })).await,
+                    None => {
+                        service::reply_standard_error(
+                            conn,
+                            "InterfaceNotFound",
+                            json!({ "interface": i }),
+                        )
+                        .await
+                    }
                 },
             };
         }
@@ -466,7 +570,12 @@ async fn handle_call<W: Writer>(
         return if service::interface_description(interface).is_some() {
             transport::reply_method_not_found(conn, method).await
         } else {
-            service::reply_standard_error(conn, "InterfaceNotFound", json!({ "interface": interface })).await
+            service::reply_standard_error(
+                conn,
+                "InterfaceNotFound",
+                json!({ "interface": interface }),
+            )
+            .await
         };
     };
     let result = match event {
@@ -474,6 +583,11 @@ async fn handle_call<W: Writer>(
             info!(conn = id, "Identify");
             let w = Arc::clone(&shared.writer);
             run_hook("metadata", move || Ok(w.metadata())).await.map(|metadata| {
+                let ms = match metadata.freeze_timeout_ms {
+                    0 => vss_model::DEFAULT_FREEZE_TIMEOUT_MS,
+                    ms => ms,
+                };
+                shared.freeze_timeout_ms.store(ms, Ordering::Relaxed);
                 if let Err(e) = metadata.validate() {
                     warn!(error = %e, "the writer's metadata is invalid; the coordinator will reject it");
                 }

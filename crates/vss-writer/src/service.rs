@@ -70,12 +70,20 @@ pub(crate) async fn reply_standard_error(
     name: &str,
     parameters: Value,
 ) -> Result<(), CallError> {
-    let e = ErrorReply { error: format!("{INTERFACE}.{name}"), parameters };
-    conn.send_error(&e, vec![]).await.map_err(|e| CallError::Io(e.to_string()))
+    let e = ErrorReply {
+        error: format!("{INTERFACE}.{name}"),
+        parameters,
+    };
+    conn.send_error(&e, vec![])
+        .await
+        .map_err(|e| CallError::Io(e.to_string()))
 }
 
 /// Sends `org.varlink.service.InvalidParameter(parameter)`.
-pub(crate) async fn reply_invalid_parameter(conn: &mut Connection, parameter: &str) -> Result<(), CallError> {
+pub(crate) async fn reply_invalid_parameter(
+    conn: &mut Connection,
+    parameter: &str,
+) -> Result<(), CallError> {
     reply_standard_error(conn, "InvalidParameter", json!({ "parameter": parameter })).await
 }
 
@@ -138,9 +146,20 @@ mod tests {
 
     #[test]
     fn describes_both_interfaces() {
-        assert!(interface_description("vss.Writer").unwrap().contains("method Freeze("));
-        assert!(interface_description(INTERFACE).unwrap().contains("method GetInfo()"));
+        assert!(
+            interface_description("vss.Writer")
+                .unwrap()
+                .contains("method Freeze(")
+        );
+        assert!(
+            interface_description(INTERFACE)
+                .unwrap()
+                .contains("method GetInfo()")
+        );
         assert!(interface_description("com.example.nope").is_none());
-        assert_eq!(info()["interfaces"], json!(["org.varlink.service", "vss.Writer"]));
+        assert_eq!(
+            info()["interfaces"],
+            json!(["org.varlink.service", "vss.Writer"])
+        );
     }
 }

@@ -44,7 +44,10 @@ impl Recorder {
     }
 
     fn count(&self, prefix: &str) -> usize {
-        self.calls().iter().filter(|c| c.starts_with(prefix)).count()
+        self.calls()
+            .iter()
+            .filter(|c| c.starts_with(prefix))
+            .count()
     }
 
     fn hook(&self, name: &'static str, set: &str) -> Result<(), VssError> {
@@ -119,10 +122,13 @@ impl Writer for Recorder {
         self.hook("Thaw", &ev.snapshot_set_id)
     }
     fn post_snapshot(&self, ev: &EventParams) -> Result<Vec<ComponentUpdate>, VssError> {
-        self.hook("PostSnapshot", &ev.snapshot_set_id).map(|()| vec![])
+        self.hook("PostSnapshot", &ev.snapshot_set_id)
+            .map(|()| vec![])
     }
     fn abort(&self, ev: Option<&EventParams>) {
-        let set = ev.map(|e| e.snapshot_set_id.clone()).unwrap_or_else(|| "-".into());
+        let set = ev
+            .map(|e| e.snapshot_set_id.clone())
+            .unwrap_or_else(|| "-".into());
         let _ = self.hook("Abort", &set);
     }
     fn backup_complete(&self, ev: &EventParams) -> Result<(), VssError> {
@@ -153,7 +159,11 @@ impl Served {
         Self::start_in(dir, writer, None).await
     }
 
-    async fn start_in(dir: tempfile::TempDir, writer: Arc<Recorder>, coordinator_uid: Option<u32>) -> Served {
+    async fn start_in(
+        dir: tempfile::TempDir,
+        writer: Arc<Recorder>,
+        coordinator_uid: Option<u32>,
+    ) -> Served {
         let config = RuntimeConfig {
             writers_dir: dir.path().join("writers"),
             socket_name: "recorder.sock".into(),
@@ -165,7 +175,12 @@ impl Served {
         let task = tokio::spawn(runtime.run(writer, async move {
             let _ = stopped.await;
         }));
-        Served { dir, path, stop: Some(stop), task: Some(task) }
+        Served {
+            dir,
+            path,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     async fn stop(mut self) {
@@ -182,9 +197,15 @@ fn writer_error(code: ErrorCode) -> VssError {
 async fn identify_and_the_standard_interface() {
     let rec = Recorder::new(60_000, &[]);
     let served = Served::start(rec.clone()).await;
-    let mode = std::fs::metadata(&served.path).unwrap().permissions().mode();
+    let mode = std::fs::metadata(&served.path)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
-    let dir_mode = std::fs::metadata(served.path.parent().unwrap()).unwrap().permissions().mode();
+    let dir_mode = std::fs::metadata(served.path.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(dir_mode & 0o777, 0o755, "writers dir mode {dir_mode:o}");
 
     let mut conn = connect(&served.path).await;
@@ -193,17 +214,34 @@ async fn identify_and_the_standard_interface() {
     assert_eq!(metadata, rec.metadata());
     assert_eq!(reply["metadata"]["applicationLevel"], "VSS_APP_FRONT_END");
 
-    let info = call(&mut conn, "org.varlink.service.GetInfo", &Empty {}).await.unwrap();
-    assert_eq!(info["interfaces"], json!(["org.varlink.service", "vss.Writer"]));
-    let d = call(&mut conn, "org.varlink.service.GetInterfaceDescription", &json!({"interface": "vss.Writer"}))
+    let info = call(&mut conn, "org.varlink.service.GetInfo", &Empty {})
         .await
         .unwrap();
+    assert_eq!(
+        info["interfaces"],
+        json!(["org.varlink.service", "vss.Writer"])
+    );
+    let d = call(
+        &mut conn,
+        "org.varlink.service.GetInterfaceDescription",
+        &json!({"interface": "vss.Writer"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(d["description"].as_str().unwrap(), vss_protocol::WRITER_IDL);
-    let e = call(&mut conn, "org.varlink.service.GetInterfaceDescription", &json!({"interface": "x.Y"}))
-        .await
-        .unwrap_err();
+    let e = call(
+        &mut conn,
+        "org.varlink.service.GetInterfaceDescription",
+        &json!({"interface": "x.Y"}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.0, "org.varlink.service.InterfaceNotFound");
-    assert!(rec.calls().is_empty(), "Identify calls no event hook: {:?}", rec.calls());
+    assert!(
+        rec.calls().is_empty(),
+        "Identify calls no event hook: {:?}",
+        rec.calls()
+    );
 
     let path = served.path.clone();
     drop(conn);
@@ -232,9 +270,18 @@ async fn stale_socket_is_replaced_and_bad_names_refused() {
     };
     let err = WriterRuntime::bind(config.clone()).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x", "a non-socket is never removed");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "x",
+        "a non-socket is never removed"
+    );
     for bad in ["", "a/b", ".."] {
-        let err = WriterRuntime::bind(RuntimeConfig { socket_name: bad.into(), ..config.clone() }).await.unwrap_err();
+        let err = WriterRuntime::bind(RuntimeConfig {
+            socket_name: bad.into(),
+            ..config.clone()
+        })
+        .await
+        .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{bad}");
     }
     served.stop().await;
@@ -249,13 +296,27 @@ async fn full_backup_and_restore_sequence() {
     let mut conn = connect(&served.path).await;
 
     let r = ok(&mut conn, "PrepareForBackup", &ev).await;
-    assert_eq!(r, json!({"components": [{"logicalPath": "", "name": "data", "backupMetadata": "meta"}]}));
+    assert_eq!(
+        r,
+        json!({"components": [{"logicalPath": "", "name": "data", "backupMetadata": "meta"}]})
+    );
     assert_eq!(ok(&mut conn, "PrepareForSnapshot", &ev).await, json!({}));
     assert_eq!(ok(&mut conn, "Freeze", &ev).await, json!({}));
     assert_eq!(ok(&mut conn, "Thaw", &ev).await, json!({}));
-    assert_eq!(ok(&mut conn, "PostSnapshot", &ev).await, json!({}), "no updates: components absent");
+    assert_eq!(
+        ok(&mut conn, "PostSnapshot", &ev).await,
+        json!({}),
+        "no updates: components absent"
+    );
     assert_eq!(ok(&mut conn, "BackupComplete", &ev).await, json!({}));
-    ok(&mut conn, "BackupShutdown", &BackupShutdownParams { snapshot_set_id: set.clone() }).await;
+    ok(
+        &mut conn,
+        "BackupShutdown",
+        &BackupShutdownParams {
+            snapshot_set_id: set.clone(),
+        },
+    )
+    .await;
     let restore = event_without_components(&new_set());
     ok(&mut conn, "PreRestore", &restore).await;
     ok(&mut conn, "PostRestore", &restore).await;
@@ -287,9 +348,18 @@ async fn failing_hooks_reply_writer_failure() {
     let rec = Recorder::new(
         60_000,
         &[
-            ("Freeze", Behave::Fail(writer_error(ErrorCode::WriterErrorRetryable))),
-            ("PrepareForBackup", Behave::Fail(writer_error(ErrorCode::WriterErrorOutOfResources))),
-            ("PrepareForSnapshot", Behave::Fail(VssError::new(ErrorCode::Fail, "disk on fire"))),
+            (
+                "Freeze",
+                Behave::Fail(writer_error(ErrorCode::WriterErrorRetryable)),
+            ),
+            (
+                "PrepareForBackup",
+                Behave::Fail(writer_error(ErrorCode::WriterErrorOutOfResources)),
+            ),
+            (
+                "PrepareForSnapshot",
+                Behave::Fail(VssError::new(ErrorCode::Fail, "disk on fire")),
+            ),
             ("PostSnapshot", Behave::Panic),
         ],
     );
@@ -304,15 +374,27 @@ async fn failing_hooks_reply_writer_failure() {
     assert!(message.contains("test failure"), "{message}");
 
     let (code, hresult, _) = failure(&mut conn, "PrepareForBackup", &ev).await;
-    assert_eq!((code.as_str(), hresult), ("VSS_E_WRITERERROR_OUTOFRESOURCES", 0x8004_23F1));
+    assert_eq!(
+        (code.as_str(), hresult),
+        ("VSS_E_WRITERERROR_OUTOFRESOURCES", 0x8004_23F1)
+    );
 
     let (code, hresult, message) = failure(&mut conn, "PrepareForSnapshot", &ev).await;
-    assert_eq!((code.as_str(), hresult), ("VSS_E_WRITERERROR_NONRETRYABLE", 0x8004_23F4));
-    assert!(message.contains("E_FAIL") && message.contains("disk on fire"), "{message}");
+    assert_eq!(
+        (code.as_str(), hresult),
+        ("VSS_E_WRITERERROR_NONRETRYABLE", 0x8004_23F4)
+    );
+    assert!(
+        message.contains("E_FAIL") && message.contains("disk on fire"),
+        "{message}"
+    );
 
     let (code, _, message) = failure(&mut conn, "PostSnapshot", &ev).await;
     assert_eq!(code, "VSS_E_WRITERERROR_NONRETRYABLE");
-    assert!(message.contains("panicked") && message.contains("PostSnapshot exploded"), "{message}");
+    assert!(
+        message.contains("panicked") && message.contains("PostSnapshot exploded"),
+        "{message}"
+    );
 
     // The connection still works after failures and a panic; a failed Freeze froze nothing.
     ok(&mut conn, "Identify", &Empty {}).await;
@@ -329,27 +411,50 @@ async fn unknown_methods_and_bad_parameters() {
     let served = Served::start(rec.clone()).await;
     let mut conn = connect(&served.path).await;
 
-    let (name, params) = call(&mut conn, "vss.Writer.Explode", &Empty {}).await.unwrap_err();
+    let (name, params) = call(&mut conn, "vss.Writer.Explode", &Empty {})
+        .await
+        .unwrap_err();
     assert_eq!(name, "org.varlink.service.MethodNotFound");
     assert_eq!(params["method"], "vss.Writer.Explode");
-    let (name, _) = call(&mut conn, "com.example.Nope", &Empty {}).await.unwrap_err();
+    let (name, _) = call(&mut conn, "com.example.Nope", &Empty {})
+        .await
+        .unwrap_err();
     assert_eq!(name, "org.varlink.service.InterfaceNotFound");
 
     let mut bad = serde_json::to_value(event(&new_set())).unwrap();
     bad["backupType"] = json!("VSS_BT_SOMETIMES");
-    let (name, params) = call(&mut conn, "vss.Writer.Freeze", &bad).await.unwrap_err();
+    let (name, params) = call(&mut conn, "vss.Writer.Freeze", &bad)
+        .await
+        .unwrap_err();
     assert_eq!(name, "org.varlink.service.InvalidParameter");
     assert_eq!(params, json!({"parameter": "backupType"}));
-    let (name, params) = call(&mut conn, "vss.Writer.Thaw", &Empty {}).await.unwrap_err();
+    let (name, params) = call(&mut conn, "vss.Writer.Thaw", &Empty {})
+        .await
+        .unwrap_err();
     assert_eq!(name, "org.varlink.service.InvalidParameter");
     assert_eq!(params, json!({"parameter": "snapshotSetId"}));
-    let (name, _) =
-        call(&mut conn, "vss.Writer.BackupShutdown", &json!({"snapshotSetId": "not-a-uuid"})).await.unwrap_err();
+    let (name, _) = call(
+        &mut conn,
+        "vss.Writer.BackupShutdown",
+        &json!({"snapshotSetId": "not-a-uuid"}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(name, "org.varlink.service.InvalidParameter");
 
     // components: null is fine.
-    ok(&mut conn, "PrepareForBackup", &event_without_components(&new_set())).await;
-    assert_eq!(rec.calls().len(), 1, "bad calls reach no hook: {:?}", rec.calls());
+    ok(
+        &mut conn,
+        "PrepareForBackup",
+        &event_without_components(&new_set()),
+    )
+    .await;
+    assert_eq!(
+        rec.calls().len(),
+        1,
+        "bad calls reach no hook: {:?}",
+        rec.calls()
+    );
     served.stop().await;
 }
 
@@ -363,15 +468,34 @@ async fn freeze_timeout_aborts_and_late_thaw_fails() {
 
     let start = Instant::now();
     ok(&mut conn, "Freeze", &ev).await;
-    let took = wait_until(Duration::from_secs(5), || rec.count("Abort") > 0).await.expect("abort hook called");
+    let took = wait_until(Duration::from_secs(5), || rec.count("Abort") > 0)
+        .await
+        .expect("abort hook called");
     let since_freeze = start.elapsed();
-    assert!(since_freeze >= Duration::from_millis(200), "aborted before the timeout: {since_freeze:?}");
-    assert!(took <= Duration::from_millis(1000), "abort came {took:?} after Freeze's reply (timeout 200 ms)");
-    assert_eq!(rec.calls().last().unwrap(), &format!("Abort {set}"), "abort gets Freeze's parameters");
+    assert!(
+        since_freeze >= Duration::from_millis(200),
+        "aborted before the timeout: {since_freeze:?}"
+    );
+    assert!(
+        took <= Duration::from_millis(1000),
+        "abort came {took:?} after Freeze's reply (timeout 200 ms)"
+    );
+    assert_eq!(
+        rec.calls().last().unwrap(),
+        &format!("Abort {set}"),
+        "abort gets Freeze's parameters"
+    );
 
     let (code, hresult, _) = failure(&mut conn, "Thaw", &ev).await;
-    assert_eq!((code.as_str(), hresult), ("VSS_E_WRITERERROR_TIMEOUT", 0x8004_23F2));
-    assert_eq!(rec.count("Thaw"), 0, "the thaw hook is not called after the timeout");
+    assert_eq!(
+        (code.as_str(), hresult),
+        ("VSS_E_WRITERERROR_TIMEOUT", 0x8004_23F2)
+    );
+    assert_eq!(
+        rec.count("Thaw"),
+        0,
+        "the thaw hook is not called after the timeout"
+    );
     // The coordinator's Abort afterwards is acknowledged without a second abort.
     ok(&mut conn, "Abort", &ev).await;
     drop(conn);
@@ -404,9 +528,15 @@ async fn connection_dropped_while_frozen_aborts_at_once() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(rec.count("Abort"), 0);
     drop(conn);
-    let took = wait_until(Duration::from_secs(5), || rec.count("Abort") > 0).await.expect("abort hook called");
+    let took = wait_until(Duration::from_secs(5), || rec.count("Abort") > 0)
+        .await
+        .expect("abort hook called");
     assert!(took < Duration::from_millis(1000), "abort took {took:?}");
-    assert_eq!(rec.calls().last().unwrap(), "Abort -", "abort(None): the coordinator vanished");
+    assert_eq!(
+        rec.calls().last().unwrap(),
+        "Abort -",
+        "abort(None): the coordinator vanished"
+    );
 
     // The coordinator, back, aborts the set: acknowledged, not called again; Thaw is refused.
     let mut conn = connect(&served.path).await;
@@ -432,7 +562,10 @@ async fn abort_on_another_connection_while_frozen() {
     drop(freeze_conn);
     // Neither the second Abort, nor the Freeze connection closing, nor the timer aborts again.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(rec.calls(), vec![format!("Freeze {set}"), format!("Abort {set}")]);
+    assert_eq!(
+        rec.calls(),
+        vec![format!("Freeze {set}"), format!("Abort {set}")]
+    );
     served.stop().await;
 }
 
@@ -449,18 +582,32 @@ async fn shutdown_while_frozen_aborts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_hook_does_not_block_other_connections() {
-    let rec = Recorder::new(60_000, &[("PrepareForSnapshot", Behave::Sleep(Duration::from_millis(1500)))]);
+    let rec = Recorder::new(
+        60_000,
+        &[(
+            "PrepareForSnapshot",
+            Behave::Sleep(Duration::from_millis(1500)),
+        )],
+    );
     let served = Served::start(rec.clone()).await;
     let path = served.path.clone();
     let slow = tokio::spawn(async move {
         let mut conn = connect(&path).await;
         ok(&mut conn, "PrepareForSnapshot", &event(&new_set())).await;
     });
-    wait_until(Duration::from_secs(5), || rec.count("PrepareForSnapshot") > 0).await.unwrap();
+    wait_until(Duration::from_secs(5), || {
+        rec.count("PrepareForSnapshot") > 0
+    })
+    .await
+    .unwrap();
     let start = Instant::now();
     let mut conn = connect(&served.path).await;
     ok(&mut conn, "Identify", &Empty {}).await;
-    assert!(start.elapsed() < Duration::from_millis(1000), "Identify waited {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(1000),
+        "Identify waited {:?}",
+        start.elapsed()
+    );
     slow.await.unwrap();
     served.stop().await;
 }
@@ -471,7 +618,9 @@ async fn a_slow_hook_does_not_block_other_connections() {
 #[test]
 fn helper_non_root_client() {
     use std::io::{Read, Write};
-    let Ok(path) = std::env::var("VSS_WRITER_TEST_SOCKET") else { return };
+    let Ok(path) = std::env::var("VSS_WRITER_TEST_SOCKET") else {
+        return;
+    };
     let mut s = std::os::unix::net::UnixStream::connect(&path).expect("connect as a non-root user");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let call = json!({"method": "vss.Writer.Freeze", "parameters": event(&new_set())});
@@ -487,7 +636,11 @@ fn helper_non_root_client() {
         return;
     }
     match s.read_to_end(&mut buf) {
-        Ok(_) => assert!(buf.is_empty(), "got a reply: {}", String::from_utf8_lossy(&buf)),
+        Ok(_) => assert!(
+            buf.is_empty(),
+            "got a reply: {}",
+            String::from_utf8_lossy(&buf)
+        ),
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
     }
 }
@@ -496,12 +649,19 @@ fn helper_non_root_client() {
 async fn client_as_nobody(socket: &std::path::Path, expect: &str) {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "helper_non_root_client", "--nocapture", "--test-threads=1"])
-        .env("VSS_WRITER_TEST_SOCKET", socket)
-        .env("VSS_WRITER_TEST_EXPECT", expect)
-        .uid(65534)
-        .gid(65534);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    cmd.args([
+        "--exact",
+        "helper_non_root_client",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("VSS_WRITER_TEST_SOCKET", socket)
+    .env("VSS_WRITER_TEST_EXPECT", expect)
+    .uid(65534)
+    .gid(65534);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("1 passed"),

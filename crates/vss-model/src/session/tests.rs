@@ -151,10 +151,13 @@ const FULL: BackupType = BackupType::Full;
 const TO_SNAP: &[A] = &[InitB, State(true, FULL), Gather(true), Add("", "db"), Start, Vol("/v"), Prep, Snap(true)];
 const TO_PREP: &[A] = &[InitB, State(true, FULL), Gather(true), Add("", "db"), Start, Vol("/v"), Prep];
 
+/// One row: name, the calls made before, the call under test, the expected result.
+type Row = (&'static str, &'static [A], A, Result<(), ErrorCode>);
+
 #[test]
 fn call_order_table() {
     let ok = Ok(());
-    let table: &[(&str, &[A], A, Result<(), ErrorCode>)] = &[
+    let table: &[Row] = &[
         // Initialization.
         ("nothing before init", &[], Ctx(0), Err(BadState)),
         ("gather before init", &[], Gather(true), Err(BadState)),

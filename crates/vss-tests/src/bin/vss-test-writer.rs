@@ -14,9 +14,9 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::{Value, json};
 use vss_writer::{
-    ApplicationLevel, ComponentType, ComponentUpdate, ErrorCode, Event, EventParams, FileSpec, RestoreMethod,
-    RuntimeConfig, SourceType, UsageType, Uuid, VssError, WmdComponent, Writer, WriterMetadata, WriterRestore,
-    WriterRuntime,
+    ApplicationLevel, ComponentType, ComponentUpdate, ErrorCode, Event, EventParams, FileSpec,
+    RestoreMethod, RuntimeConfig, SourceType, UsageType, Uuid, VssError, WmdComponent, Writer,
+    WriterMetadata, WriterRestore, WriterRuntime,
 };
 
 /// The namespace of the writer ids derived from `--name` (uuid v5 of "vss-test-writer:NAME").
@@ -144,7 +144,9 @@ fn parse_fail_at(s: &str) -> Result<(Event, ErrorCode), String> {
         None => ErrorCode::WriterErrorRetryable,
         Some(c) => ErrorCode::from_name(c)
             .or_else(|| ErrorCode::from_name(&format!("VSS_E_WRITERERROR_{c}")))
-            .ok_or_else(|| format!("'{c}' is not an error code such as VSS_E_WRITERERROR_RETRYABLE"))?,
+            .ok_or_else(|| {
+                format!("'{c}' is not an error code such as VSS_E_WRITERERROR_RETRYABLE")
+            })?,
     };
     Ok((event, code))
 }
@@ -152,7 +154,9 @@ fn parse_fail_at(s: &str) -> Result<(Event, ErrorCode), String> {
 fn parse_component(s: &str) -> Result<WmdComponent, String> {
     let parts: Vec<&str> = s.splitn(4, ':').collect();
     let [logical_path, name, kind, paths] = parts[..] else {
-        return Err(format!("'{s}' is not LOGICALPATH:NAME:selectable|fixed:PATH[,PATH...]"));
+        return Err(format!(
+            "'{s}' is not LOGICALPATH:NAME:selectable|fixed:PATH[,PATH...]"
+        ));
     };
     if name.is_empty() {
         return Err(format!("component '{s}' has no name"));
@@ -160,7 +164,11 @@ fn parse_component(s: &str) -> Result<WmdComponent, String> {
     let selectable = match kind {
         "selectable" => true,
         "fixed" => false,
-        other => return Err(format!("'{other}' in '{s}' must be 'selectable' or 'fixed'")),
+        other => {
+            return Err(format!(
+                "'{other}' in '{s}' must be 'selectable' or 'fixed'"
+            ));
+        }
     };
     let files: Vec<FileSpec> = paths
         .split(',')
@@ -208,25 +216,40 @@ impl TestWriter {
     /// Logs the event, then exits, hangs or fails as asked.
     fn on_event(&self, event: Event, params: Value) -> Result<(), VssError> {
         if let Some(log) = &self.events_log {
-            let line = json!({ "event": event.name(), "params": params, "pid": std::process::id() });
-            let mut file = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let written = writeln!(file, "{line}").and_then(|()| file.flush()).and_then(|()| file.sync_all());
+            let line =
+                json!({ "event": event.name(), "params": params, "pid": std::process::id() });
+            let mut file = log
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let written = writeln!(file, "{line}")
+                .and_then(|()| file.flush())
+                .and_then(|()| file.sync_all());
             if let Err(e) = written {
                 eprintln!("vss-test-writer: cannot write the events log: {e}");
             }
         }
         if self.exit_at.contains(&event) {
-            eprintln!("vss-test-writer: exiting at {} as asked (--exit-at)", event.name());
+            eprintln!(
+                "vss-test-writer: exiting at {} as asked (--exit-at)",
+                event.name()
+            );
             std::process::exit(9);
         }
         if self.hang_at.contains(&event) {
-            eprintln!("vss-test-writer: hanging at {} as asked (--hang-at)", event.name());
+            eprintln!(
+                "vss-test-writer: hanging at {} as asked (--hang-at)",
+                event.name()
+            );
             std::thread::sleep(Duration::from_secs(3600));
         }
         if let Some((_, code)) = self.fail_at.iter().find(|(e, _)| *e == event) {
             return Err(VssError::new(
                 *code,
-                format!("vss-test-writer fails {} with {} as asked (--fail-at)", event.name(), code.name()),
+                format!(
+                    "vss-test-writer fails {} with {} as asked (--fail-at)",
+                    event.name(),
+                    code.name()
+                ),
             ));
         }
         Ok(())
@@ -244,7 +267,10 @@ fn write_marker(path: &Path, content: &str) -> Result<(), VssError> {
         f.sync_all()
     });
     written.map_err(|e| {
-        VssError::new(ErrorCode::WriterErrorNonRetryable, format!("cannot write {}: {e}", path.display()))
+        VssError::new(
+            ErrorCode::WriterErrorNonRetryable,
+            format!("cannot write {}: {e}", path.display()),
+        )
     })
 }
 
@@ -286,10 +312,20 @@ impl Writer for TestWriter {
 
     fn post_snapshot(&self, ev: &EventParams) -> Result<Vec<ComponentUpdate>, VssError> {
         self.event(Event::PostSnapshot, ev)?;
-        let Some(stamp) = &self.backup_stamp else { return Ok(vec![]) };
+        let Some(stamp) = &self.backup_stamp else {
+            return Ok(vec![]);
+        };
         let components: Vec<(String, String)> = match &ev.components {
-            Some(cs) => cs.iter().map(|c| (c.logical_path.clone(), c.name.clone())).collect(),
-            None => self.metadata.components.iter().map(|c| (c.logical_path.clone(), c.name.clone())).collect(),
+            Some(cs) => cs
+                .iter()
+                .map(|c| (c.logical_path.clone(), c.name.clone()))
+                .collect(),
+            None => self
+                .metadata
+                .components
+                .iter()
+                .map(|c| (c.logical_path.clone(), c.name.clone()))
+                .collect(),
         };
         Ok(components
             .into_iter()
@@ -304,7 +340,9 @@ impl Writer for TestWriter {
     }
 
     fn abort(&self, ev: Option<&EventParams>) {
-        let params = ev.and_then(|e| serde_json::to_value(e).ok()).unwrap_or(Value::Null);
+        let params = ev
+            .and_then(|e| serde_json::to_value(e).ok())
+            .unwrap_or(Value::Null);
         let _ = self.on_event(Event::Abort, params);
     }
 
@@ -313,7 +351,10 @@ impl Writer for TestWriter {
     }
 
     fn backup_shutdown(&self, snapshot_set_id: Uuid) {
-        let _ = self.on_event(Event::BackupShutdown, json!({ "snapshotSetId": snapshot_set_id }));
+        let _ = self.on_event(
+            Event::BackupShutdown,
+            json!({ "snapshotSetId": snapshot_set_id }),
+        );
     }
 
     fn pre_restore(&self, ev: &EventParams) -> Result<(), VssError> {
@@ -338,18 +379,28 @@ fn main() -> std::process::ExitCode {
 
     let events_log = match &args.events_log {
         None => None,
-        Some(p) => match std::fs::OpenOptions::new().create(true).append(true).open(p) {
+        Some(p) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
             Ok(f) => Some(Mutex::new(f)),
             Err(e) => {
-                eprintln!("vss-test-writer: cannot open the events log {}: {e}", p.display());
+                eprintln!(
+                    "vss-test-writer: cannot open the events log {}: {e}",
+                    p.display()
+                );
                 return std::process::ExitCode::from(2);
             }
         },
     };
     let metadata = WriterMetadata {
-        writer_id: args
-            .writer_id
-            .unwrap_or_else(|| Uuid::new_v5(&WRITER_ID_NAMESPACE, format!("vss-test-writer:{}", args.name).as_bytes())),
+        writer_id: args.writer_id.unwrap_or_else(|| {
+            Uuid::new_v5(
+                &WRITER_ID_NAMESPACE,
+                format!("vss-test-writer:{}", args.name).as_bytes(),
+            )
+        }),
         instance_id: args.instance_id.unwrap_or_else(Uuid::new_v4),
         writer_name: args.name.clone(),
         instance_name: args.name.clone(),
@@ -401,11 +452,24 @@ mod tests {
     #[test]
     fn component_specs() {
         let c = parse_component(":data:selectable:/srv/a,/srv/b").unwrap();
-        assert_eq!((c.logical_path.as_str(), c.name.as_str(), c.selectable), ("", "data", true));
-        assert_eq!(c.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["/srv/a", "/srv/b"]);
+        assert_eq!(
+            (c.logical_path.as_str(), c.name.as_str(), c.selectable),
+            ("", "data", true)
+        );
+        assert_eq!(
+            c.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["/srv/a", "/srv/b"]
+        );
         assert!(c.files.iter().all(|f| f.recursive && f.filespec == "*"));
         let c = parse_component("db\\logs:log:fixed:/var/x:y").unwrap();
-        assert_eq!((c.logical_path.as_str(), c.selectable, c.files[0].path.as_str()), ("db\\logs", false, "/var/x:y"));
+        assert_eq!(
+            (
+                c.logical_path.as_str(),
+                c.selectable,
+                c.files[0].path.as_str()
+            ),
+            ("db\\logs", false, "/var/x:y")
+        );
         assert!(parse_component("data:selectable:/srv").is_err());
         assert!(parse_component(":data:maybe:/srv").is_err());
         assert!(parse_component(":data:fixed:").is_err());
@@ -417,15 +481,27 @@ mod tests {
         assert_eq!(parse_event("Freeze").unwrap(), Event::Freeze);
         assert_eq!(parse_event("postsnapshot").unwrap(), Event::PostSnapshot);
         assert!(parse_event("Melt").is_err());
-        assert_eq!(parse_fail_at("Thaw").unwrap(), (Event::Thaw, ErrorCode::WriterErrorRetryable));
+        assert_eq!(
+            parse_fail_at("Thaw").unwrap(),
+            (Event::Thaw, ErrorCode::WriterErrorRetryable)
+        );
         assert_eq!(
             parse_fail_at("Freeze:VSS_E_WRITERERROR_TIMEOUT").unwrap(),
             (Event::Freeze, ErrorCode::WriterErrorTimeout)
         );
-        assert_eq!(parse_fail_at("Freeze:NONRETRYABLE").unwrap().1, ErrorCode::WriterErrorNonRetryable);
+        assert_eq!(
+            parse_fail_at("Freeze:NONRETRYABLE").unwrap().1,
+            ErrorCode::WriterErrorNonRetryable
+        );
         assert!(parse_fail_at("Freeze:NOPE").is_err());
-        assert_eq!(parse_level("system-rm").unwrap(), ApplicationLevel::SystemRm);
-        assert_eq!(parse_level("VSS_APP_BACK_END").unwrap(), ApplicationLevel::BackEnd);
+        assert_eq!(
+            parse_level("system-rm").unwrap(),
+            ApplicationLevel::SystemRm
+        );
+        assert_eq!(
+            parse_level("VSS_APP_BACK_END").unwrap(),
+            ApplicationLevel::BackEnd
+        );
         assert!(parse_level("middle").is_err());
     }
 
@@ -434,6 +510,13 @@ mod tests {
         let a = Uuid::new_v5(&WRITER_ID_NAMESPACE, b"vss-test-writer:a");
         assert_eq!(a, Uuid::new_v5(&WRITER_ID_NAMESPACE, b"vss-test-writer:a"));
         assert_ne!(a, Uuid::new_v5(&WRITER_ID_NAMESPACE, b"vss-test-writer:b"));
-        Args::try_parse_from(["vss-test-writer", "--writers-dir", "/tmp/w", "--fail-at", "Freeze:TIMEOUT"]).unwrap();
+        Args::try_parse_from([
+            "vss-test-writer",
+            "--writers-dir",
+            "/tmp/w",
+            "--fail-at",
+            "Freeze:TIMEOUT",
+        ])
+        .unwrap();
     }
 }

@@ -42,7 +42,11 @@ pub fn event(set: &str) -> EventParams {
 
 /// The same without components (non-component mode: `components: null`).
 pub fn event_without_components(set: &str) -> EventParams {
-    EventParams { components: None, select_components: false, ..event(set) }
+    EventParams {
+        components: None,
+        select_components: false,
+        ..event(set)
+    }
 }
 
 /// A new set id.
@@ -52,7 +56,9 @@ pub fn new_set() -> String {
 
 /// Connects to a writer socket.
 pub async fn connect(path: &Path) -> Connection {
-    transport::connect(path).await.expect("connect to the writer")
+    transport::connect(path)
+        .await
+        .expect("connect to the writer")
 }
 
 /// Calls `method` (fully qualified) with `params`, with a 10 s deadline.
@@ -68,11 +74,17 @@ pub async fn call<P: Serialize>(conn: &mut Connection, method: &str, params: &P)
 
 /// Calls the event `name` of vss.Writer with `params`, expecting success.
 pub async fn ok<P: Serialize>(conn: &mut Connection, name: &str, params: &P) -> Value {
-    call(conn, &format!("vss.Writer.{name}"), params).await.unwrap_or_else(|e| panic!("{name} failed: {e:?}"))
+    call(conn, &format!("vss.Writer.{name}"), params)
+        .await
+        .unwrap_or_else(|e| panic!("{name} failed: {e:?}"))
 }
 
 /// Calls the event `name`, expecting a WriterFailure; returns (code, hresult, message).
-pub async fn failure<P: Serialize>(conn: &mut Connection, name: &str, params: &P) -> (String, u64, String) {
+pub async fn failure<P: Serialize>(
+    conn: &mut Connection,
+    name: &str,
+    params: &P,
+) -> (String, u64, String) {
     match call(conn, &format!("vss.Writer.{name}"), params).await {
         Ok(v) => panic!("{name} succeeded with {v} but should have failed"),
         Err((error, p)) => {
