@@ -190,10 +190,11 @@ pub(crate) fn status_from_reply(
     what: &str,
 ) -> Result<AsyncStatus, ClientError> {
     let failed = |code: ErrorCode| {
-        Ok(AsyncStatus::Failed(VssError::new(
-            code,
-            format!("{what} failed"),
-        )))
+        let message = match &reply.message {
+            Some(m) => format!("{what} failed: {m}"),
+            None => format!("{what} failed"),
+        };
+        Ok(AsyncStatus::Failed(VssError::new(code, message)))
     };
     match reply.code.as_str() {
         "VSS_S_ASYNC_PENDING" => return Ok(AsyncStatus::Pending),
@@ -233,6 +234,7 @@ mod tests {
         StatusReply {
             code: code.to_owned(),
             hresult,
+            message: None,
         }
     }
 

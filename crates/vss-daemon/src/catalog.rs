@@ -63,7 +63,10 @@ impl Catalog {
     /// Opens (creating if needed) `state_dir/catalog.sqlite`.
     pub fn open(state_dir: &Path) -> Result<Catalog, VssError> {
         std::fs::create_dir_all(state_dir).map_err(|e| {
-            VssError::unexpected(format!("cannot create state directory {}: {e}", state_dir.display()))
+            VssError::unexpected(format!(
+                "cannot create state directory {}: {e}",
+                state_dir.display()
+            ))
         })?;
         let db = Connection::open(state_dir.join("catalog.sqlite")).map_err(db_err)?;
         db.execute_batch(
@@ -87,7 +90,11 @@ impl Catalog {
         )
         .map_err(db_err)?;
         let version: Option<String> = db
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(db_err)?;
         match version {
@@ -135,7 +142,12 @@ impl Catalog {
     }
 
     /// Records what the provider committed.
-    pub fn mark_committed(&self, id: Id, snapshot_path: &str, locator: &str) -> Result<(), VssError> {
+    pub fn mark_committed(
+        &self,
+        id: Id,
+        snapshot_path: &str,
+        locator: &str,
+    ) -> Result<(), VssError> {
         self.db
             .execute(
                 "UPDATE snapshots SET snapshot_path = ?2, locator = ?3, state = ?4 WHERE snapshot_id = ?1",
@@ -159,14 +171,19 @@ impl Catalog {
     /// Forgets a snapshot (after the provider deleted it).
     pub fn remove(&self, id: Id) -> Result<(), VssError> {
         self.db
-            .execute("DELETE FROM snapshots WHERE snapshot_id = ?1", params![id.to_string()])
+            .execute(
+                "DELETE FROM snapshots WHERE snapshot_id = ?1",
+                params![id.to_string()],
+            )
             .map_err(db_err)?;
         Ok(())
     }
 
     /// One snapshot.
     pub fn get(&self, id: Id) -> Result<Option<SnapshotRecord>, VssError> {
-        Ok(self.select("WHERE snapshot_id = ?1", &[&id.to_string()])?.pop())
+        Ok(self
+            .select("WHERE snapshot_id = ?1", &[&id.to_string()])?
+            .pop())
     }
 
     /// Every snapshot, oldest first.
@@ -189,7 +206,11 @@ impl Catalog {
             .collect())
     }
 
-    fn select(&self, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<SnapshotRecord>, VssError> {
+    fn select(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<SnapshotRecord>, VssError> {
         let sql = format!(
             "SELECT snapshot_id, snapshot_set_id, snapshots_count, original_volume, snapshot_path,
                     locator, provider_id, attributes, context, created, state
@@ -215,9 +236,11 @@ impl Catalog {
             .map_err(db_err)?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, set, count, vol, path, loc, prov, attrs, ctx, created, state) = row.map_err(db_err)?;
+            let (id, set, count, vol, path, loc, prov, attrs, ctx, created, state) =
+                row.map_err(db_err)?;
             let parse = |s: &str| {
-                Id::parse_str(s).map_err(|_| VssError::unexpected(format!("snapshot catalog: bad id '{s}'")))
+                Id::parse_str(s)
+                    .map_err(|_| VssError::unexpected(format!("snapshot catalog: bad id '{s}'")))
             };
             out.push(SnapshotRecord {
                 snapshot_id: parse(&id)?,
@@ -264,19 +287,33 @@ mod tests {
         let set = Id::new_v4();
         let a = rec(set, 0, SnapshotState::Preparing);
         c.insert(&a).unwrap();
-        c.mark_committed(a.snapshot_id, "/snap/a", "/snap/a").unwrap();
+        c.mark_committed(a.snapshot_id, "/snap/a", "/snap/a")
+            .unwrap();
         let got = c.get(a.snapshot_id).unwrap().unwrap();
         assert_eq!(got.state, SnapshotState::Committed);
         assert_eq!(got.snapshot_path, "/snap/a");
         c.mark_set_created(set).unwrap();
-        let persistent = rec(Id::new_v4(), attr::PERSISTENT | attr::NO_AUTO_RELEASE, SnapshotState::Created);
+        let persistent = rec(
+            Id::new_v4(),
+            attr::PERSISTENT | attr::NO_AUTO_RELEASE,
+            SnapshotState::Created,
+        );
         c.insert(&persistent).unwrap();
         // Reopen: it persisted.
         drop(c);
         let c = Catalog::open(dir.path()).unwrap();
         assert_eq!(c.list().unwrap().len(), 2);
-        let rec_ids: Vec<_> = c.recoverable().unwrap().iter().map(|r| r.snapshot_id).collect();
-        assert_eq!(rec_ids, vec![a.snapshot_id], "auto-release snapshot is recoverable, persistent one is kept");
+        let rec_ids: Vec<_> = c
+            .recoverable()
+            .unwrap()
+            .iter()
+            .map(|r| r.snapshot_id)
+            .collect();
+        assert_eq!(
+            rec_ids,
+            vec![a.snapshot_id],
+            "auto-release snapshot is recoverable, persistent one is kept"
+        );
         c.remove(a.snapshot_id).unwrap();
         assert!(c.get(a.snapshot_id).unwrap().is_none());
         assert_eq!(c.set(persistent.snapshot_set_id).unwrap().len(), 1);
@@ -287,7 +324,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(Catalog::open(dir.path()).unwrap());
         let db = Connection::open(dir.path().join("catalog.sqlite")).unwrap();
-        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", []).unwrap();
+        db.execute(
+            "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+            [],
+        )
+        .unwrap();
         drop(db);
         assert!(Catalog::open(dir.path()).is_err());
     }

@@ -107,7 +107,9 @@ impl Deadlines {
         let (name, ms) = spec
             .split_once('=')
             .ok_or_else(|| format!("'{spec}' is not EVENT=MILLISECONDS (e.g. Freeze=2000)"))?;
-        let ms: u64 = ms.parse().map_err(|_| format!("'{ms}' is not a number of milliseconds"))?;
+        let ms: u64 = ms
+            .parse()
+            .map_err(|_| format!("'{ms}' is not a number of milliseconds"))?;
         if ms == 0 {
             return Err("a deadline of 0 ms would fail every writer".into());
         }

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::task::JoinHandle;
 use vss_model::{
-    AsyncStatus, BackupType, ComponentType, ErrorCode, Id, SnapshotContext, SnapshotState, VssError,
-    WriterEvent,
+    AsyncStatus, BackupType, ComponentType, ErrorCode, Id, SnapshotContext, SnapshotState,
+    VssError, WriterEvent,
     bcd::{BackupComponents, BcdComponent},
     session::{Call, Mode, OpKind, Session, SetVolume, Step},
     writers::{EventOutcome, WriterRecord},
@@ -72,12 +72,18 @@ struct SessionData {
 impl SessionCtx {
     /// A new session for a requester with this uid.
     pub fn new(uid: u32) -> Arc<SessionCtx> {
-        Arc::new(SessionCtx { uid, inner: AsyncMutex::new(SessionData::default()) })
+        Arc::new(SessionCtx {
+            uid,
+            inner: AsyncMutex::new(SessionData::default()),
+        })
     }
 }
 
 fn provider_err(e: tokio::task::JoinError) -> VssError {
-    VssError::new(ErrorCode::UnexpectedProviderError, format!("provider task failed: {e}"))
+    VssError::new(
+        ErrorCode::UnexpectedProviderError,
+        format!("provider task failed: {e}"),
+    )
 }
 
 impl Engine {
@@ -85,7 +91,10 @@ impl Engine {
     pub fn new(config: Config) -> Result<Arc<Engine>, VssError> {
         let catalog = Catalog::open(&config.state_dir)?;
         let pconf = ProviderConfig::new(&config.run_dir);
-        let providers = vss_provider::builtin_providers(&pconf).into_iter().map(Arc::from).collect();
+        let providers = vss_provider::builtin_providers(&pconf)
+            .into_iter()
+            .map(Arc::from)
+            .collect();
         Ok(Arc::new(Engine {
             config,
             providers,
@@ -124,26 +133,40 @@ impl Engine {
                 continue;
             }
             match self.delete_one(&rec, provider).await {
-                Ok(()) => tracing::info!(snapshot = %rec.snapshot_id, volume = %rec.original_volume, "deleted leftover snapshot"),
-                Err(e) => tracing::error!(snapshot = %rec.snapshot_id, "cannot delete leftover snapshot: {e}"),
+                Ok(()) => {
+                    tracing::info!(snapshot = %rec.snapshot_id, volume = %rec.original_volume, "deleted leftover snapshot")
+                }
+                Err(e) => {
+                    tracing::error!(snapshot = %rec.snapshot_id, "cannot delete leftover snapshot: {e}")
+                }
             }
         }
     }
 
-    async fn delete_one(&self, rec: &SnapshotRecord, provider: Arc<dyn Provider>) -> Result<(), VssError> {
+    async fn delete_one(
+        &self,
+        rec: &SnapshotRecord,
+        provider: Arc<dyn Provider>,
+    ) -> Result<(), VssError> {
         let committed = CommittedSnapshot {
             snapshot_id: rec.snapshot_id,
             snapshot_path: PathBuf::from(&rec.snapshot_path),
             locator: rec.locator.clone(),
         };
-        tokio::task::spawn_blocking(move || provider.delete(&committed)).await.map_err(provider_err)??;
+        tokio::task::spawn_blocking(move || provider.delete(&committed))
+            .await
+            .map_err(provider_err)??;
         self.catalog().remove(rec.snapshot_id)
     }
 
     // ----- simple calls -------------------------------------------------------------------
 
     /// InitializeForBackup.
-    pub async fn initialize_for_backup(&self, ctx: &SessionCtx, bcd: Option<String>) -> Result<(), VssError> {
+    pub async fn initialize_for_backup(
+        &self,
+        ctx: &SessionCtx,
+        bcd: Option<String>,
+    ) -> Result<(), VssError> {
         let mut d = ctx.inner.lock().await;
         d.session.check(Call::InitializeForBackup)?;
         let bcd = bcd.map(|x| BackupComponents::from_xml(&x)).transpose()?;
@@ -151,7 +174,11 @@ impl Engine {
     }
 
     /// InitializeForRestore.
-    pub async fn initialize_for_restore(&self, ctx: &SessionCtx, bcd: String) -> Result<(), VssError> {
+    pub async fn initialize_for_restore(
+        &self,
+        ctx: &SessionCtx,
+        bcd: String,
+    ) -> Result<(), VssError> {
         let mut d = ctx.inner.lock().await;
         d.session.check(Call::InitializeForRestore)?;
         let bcd = BackupComponents::from_xml(&bcd)?;
@@ -172,11 +199,18 @@ impl Engine {
         backup_type: BackupType,
         partial: bool,
     ) -> Result<(), VssError> {
-        ctx.inner.lock().await.session.set_backup_state(select, bootable, backup_type, partial)
+        ctx.inner
+            .lock()
+            .await
+            .session
+            .set_backup_state(select, bootable, backup_type, partial)
     }
 
     /// GetWriterMetadata.
-    pub async fn get_writer_metadata(&self, ctx: &SessionCtx) -> Result<Vec<vss_model::wmd::WriterMetadata>, VssError> {
+    pub async fn get_writer_metadata(
+        &self,
+        ctx: &SessionCtx,
+    ) -> Result<Vec<vss_model::wmd::WriterMetadata>, VssError> {
         let mut d = ctx.inner.lock().await;
         d.session.check(Call::GetWriterMetadata)?;
         d.session.note_call(Call::GetWriterMetadata);
@@ -193,7 +227,11 @@ impl Engine {
         logical_path: &str,
         name: &str,
     ) -> Result<(), VssError> {
-        ctx.inner.lock().await.session.add_component(instance_id, writer_id, ct, logical_path, name)
+        ctx.inner
+            .lock()
+            .await
+            .session
+            .add_component(instance_id, writer_id, ct, logical_path, name)
     }
 
     /// StartSnapshotSet: takes the host-wide lock.
@@ -225,14 +263,23 @@ impl Engine {
         let provider = match provider_id {
             Some(pid) => {
                 let p = self.provider_by_id(pid).ok_or_else(|| {
-                    VssError::new(ErrorCode::ProviderNotRegistered, format!("no provider with id {pid} is registered"))
+                    VssError::new(
+                        ErrorCode::ProviderNotRegistered,
+                        format!("no provider with id {pid} is registered"),
+                    )
                 })?;
                 let (p2, v2) = (p.clone(), resolved.clone());
-                let ok = tokio::task::spawn_blocking(move || p2.is_volume_supported(&v2)).await.map_err(provider_err)?;
+                let ok = tokio::task::spawn_blocking(move || p2.is_volume_supported(&v2))
+                    .await
+                    .map_err(provider_err)?;
                 if !ok {
                     return Err(VssError::new(
                         ErrorCode::VolumeNotSupportedByProvider,
-                        format!("provider '{}' cannot snapshot {path} ({})", p.info().name, resolved.fs_type),
+                        format!(
+                            "provider '{}' cannot snapshot {path} ({})",
+                            p.info().name,
+                            resolved.fs_type
+                        ),
                     ));
                 }
                 p
@@ -262,7 +309,9 @@ impl Engine {
             context: d.session.context(),
         };
         let (p2, r2) = (provider.clone(), request.clone());
-        tokio::task::spawn_blocking(move || p2.begin_prepare(&r2)).await.map_err(provider_err)??;
+        tokio::task::spawn_blocking(move || p2.begin_prepare(&r2))
+            .await
+            .map_err(provider_err)??;
         d.session.add_volume(SetVolume {
             volume: path,
             snapshot_id: request.snapshot_id,
@@ -274,7 +323,11 @@ impl Engine {
     }
 
     /// GetSnapshotProperties.
-    pub async fn get_snapshot_properties(&self, ctx: &SessionCtx, id: Id) -> Result<SnapshotProperties, VssError> {
+    pub async fn get_snapshot_properties(
+        &self,
+        ctx: &SessionCtx,
+        id: Id,
+    ) -> Result<SnapshotProperties, VssError> {
         {
             let mut d = ctx.inner.lock().await;
             d.session.check(Call::GetSnapshotProperties)?;
@@ -300,7 +353,14 @@ impl Engine {
         name: &str,
         succeeded: bool,
     ) -> Result<(), VssError> {
-        ctx.inner.lock().await.session.set_backup_succeeded(instance_id, writer_id, ct, logical_path, name, succeeded)
+        ctx.inner.lock().await.session.set_backup_succeeded(
+            instance_id,
+            writer_id,
+            ct,
+            logical_path,
+            name,
+            succeeded,
+        )
     }
 
     /// GetWriterStatus.
@@ -315,7 +375,11 @@ impl Engine {
     pub fn writer_history(&self) -> Vec<WriterStatus> {
         let h = self.writer_history.lock().expect("history");
         let mut v: Vec<_> = h.values().map(writer_status).collect();
-        v.sort_by(|a, b| a.writer_name.cmp(&b.writer_name).then(a.instance_id.cmp(&b.instance_id)));
+        v.sort_by(|a, b| {
+            a.writer_name
+                .cmp(&b.writer_name)
+                .then(a.instance_id.cmp(&b.instance_id))
+        });
         v
     }
 
@@ -348,7 +412,11 @@ impl Engine {
                 VssError::invalid_arg(format!("context {v} is not a 32-bit snapshot context"))
             })?),
         };
-        let volume = volume.map(|v| std::fs::canonicalize(&v).map(|p| p.to_string_lossy().into_owned()).unwrap_or(v));
+        let volume = volume.map(|v| {
+            std::fs::canonicalize(&v)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or(v)
+        });
         Ok(self
             .catalog()
             .list()?
@@ -373,7 +441,11 @@ impl Engine {
             d.session.check(Call::DeleteSnapshots)?;
             d.session.note_call(Call::DeleteSnapshots);
         }
-        let records = if is_set { self.catalog().set(source)? } else { self.catalog().get(source)?.into_iter().collect() };
+        let records = if is_set {
+            self.catalog().set(source)?
+        } else {
+            self.catalog().get(source)?.into_iter().collect()
+        };
         if records.is_empty() {
             return Err(VssError::not_found(format!(
                 "no {} {source}",
@@ -389,12 +461,21 @@ impl Engine {
                 )));
             }
             let provider = self.provider_by_id(r.provider_id).ok_or_else(|| {
-                VssError::new(ErrorCode::ProviderNotRegistered, format!("provider {} of snapshot {} is not registered", r.provider_id, r.snapshot_id))
+                VssError::new(
+                    ErrorCode::ProviderNotRegistered,
+                    format!(
+                        "provider {} of snapshot {} is not registered",
+                        r.provider_id, r.snapshot_id
+                    ),
+                )
             })?;
             if let Err(e) = self.delete_one(&r, provider).await {
                 return Err(VssError::new(
                     e.code,
-                    format!("{} ({deleted} deleted before snapshot {} failed)", e.message, r.snapshot_id),
+                    format!(
+                        "{} ({deleted} deleted before snapshot {} failed)",
+                        e.message, r.snapshot_id
+                    ),
                 ));
             }
             deleted += 1;
@@ -407,7 +488,12 @@ impl Engine {
     /// Starts an asynchronous operation: checks the session, registers the operation and runs
     /// `work` in its own task. The task records the outcome in the session and ends the
     /// operation.
-    async fn spawn_op<F, Fut>(self: &Arc<Self>, ctx: &Arc<SessionCtx>, kind: OpKind, work: F) -> Result<Id, VssError>
+    async fn spawn_op<F, Fut>(
+        self: &Arc<Self>,
+        ctx: &Arc<SessionCtx>,
+        kind: OpKind,
+        work: F,
+    ) -> Result<Id, VssError>
     where
         F: FnOnce(Arc<Engine>, Arc<SessionCtx>, Arc<Operation>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<(), VssError>> + Send + 'static,
@@ -453,7 +539,10 @@ impl Engine {
     }
 
     /// GatherWriterMetadata: Identify to every writer socket.
-    pub async fn gather_writer_metadata(self: &Arc<Self>, ctx: &Arc<SessionCtx>) -> Result<Id, VssError> {
+    pub async fn gather_writer_metadata(
+        self: &Arc<Self>,
+        ctx: &Arc<SessionCtx>,
+    ) -> Result<Id, VssError> {
         self.spawn_op(ctx, OpKind::GatherWriterMetadata, |engine, ctx, op| async move {
             let found = tokio::select! {
                 f = fanout::identify_all(&engine.config.writers_dir, engine.config.deadlines.identify) => f,
@@ -486,24 +575,41 @@ impl Engine {
     }
 
     /// PrepareForBackup.
-    pub async fn prepare_for_backup(self: &Arc<Self>, ctx: &Arc<SessionCtx>) -> Result<Id, VssError> {
-        self.spawn_op(ctx, OpKind::PrepareForBackup, |engine, ctx, op| async move {
-            engine.simple_broadcast(&ctx, &op, WriterEvent::PrepareForBackup).await
-        })
+    pub async fn prepare_for_backup(
+        self: &Arc<Self>,
+        ctx: &Arc<SessionCtx>,
+    ) -> Result<Id, VssError> {
+        self.spawn_op(
+            ctx,
+            OpKind::PrepareForBackup,
+            |engine, ctx, op| async move {
+                engine
+                    .simple_broadcast(&ctx, &op, WriterEvent::PrepareForBackup)
+                    .await
+            },
+        )
         .await
     }
 
     /// BackupComplete.
     pub async fn backup_complete(self: &Arc<Self>, ctx: &Arc<SessionCtx>) -> Result<Id, VssError> {
         self.spawn_op(ctx, OpKind::BackupComplete, |engine, ctx, op| async move {
-            engine.simple_broadcast(&ctx, &op, WriterEvent::BackupComplete).await
+            engine
+                .simple_broadcast(&ctx, &op, WriterEvent::BackupComplete)
+                .await
         })
         .await
     }
 
     /// GatherWriterStatus: vssd holds every writer's state itself, so this completes at once.
-    pub async fn gather_writer_status(self: &Arc<Self>, ctx: &Arc<SessionCtx>) -> Result<Id, VssError> {
-        self.spawn_op(ctx, OpKind::GatherWriterStatus, |_e, _c, _o| async move { Ok(()) }).await
+    pub async fn gather_writer_status(
+        self: &Arc<Self>,
+        ctx: &Arc<SessionCtx>,
+    ) -> Result<Id, VssError> {
+        self.spawn_op(ctx, OpKind::GatherWriterStatus, |_e, _c, _o| async move {
+            Ok(())
+        })
+        .await
     }
 
     /// DoSnapshotSet.
@@ -516,12 +622,23 @@ impl Engine {
 
     /// Sends `event` to every writer that receives it, in parallel, records the outcomes and
     /// the writers' BCD updates.
-    async fn simple_broadcast(&self, ctx: &SessionCtx, op: &Arc<Operation>, event: WriterEvent) -> Result<(), VssError> {
+    async fn simple_broadcast(
+        &self,
+        ctx: &SessionCtx,
+        op: &Arc<Operation>,
+        event: WriterEvent,
+    ) -> Result<(), VssError> {
         let targets = {
             let d = ctx.inner.lock().await;
             targets(&d.session, event, &[])
         };
-        let results = fanout::broadcast(targets, event, self.config.deadlines.of(event), op.cancelled()).await;
+        let results = fanout::broadcast(
+            targets,
+            event,
+            self.config.deadlines.of(event),
+            op.cancelled(),
+        )
+        .await;
         let mut d = ctx.inner.lock().await;
         record_all(&mut d.session, event, results);
         Ok(())
@@ -540,8 +657,13 @@ impl Engine {
         }
         let (engine, ctx2) = (self.clone(), ctx.clone());
         let h = tokio::spawn(async move {
-            let results =
-                fanout::broadcast(targets, WriterEvent::Abort, engine.config.deadlines.abort, fanout::never()).await;
+            let results = fanout::broadcast(
+                targets,
+                WriterEvent::Abort,
+                engine.config.deadlines.abort,
+                fanout::never(),
+            )
+            .await;
             let mut d = ctx2.inner.lock().await;
             record_all(&mut d.session, WriterEvent::Abort, results);
             engine.remember_writers(&d.session);
@@ -568,11 +690,21 @@ impl Engine {
         }
         let mut d = ctx.inner.lock().await;
         let s = &d.session;
-        if s.mode() == Mode::Backup && s.prepare_step() != Step::NotCalled && !s.is_aborted() && s.snapshot_step() == Step::NotCalled {
+        if s.mode() == Mode::Backup
+            && s.prepare_step() != Step::NotCalled
+            && !s.is_aborted()
+            && s.snapshot_step() == Step::NotCalled
+        {
             // The requester vanished between PrepareForBackup and DoSnapshotSet: the writers
             // learn it as an Abort (a failed DoSnapshotSet already sent one).
             let targets = targets(s, WriterEvent::Abort, &[]);
-            let results = fanout::broadcast(targets, WriterEvent::Abort, self.config.deadlines.abort, fanout::never()).await;
+            let results = fanout::broadcast(
+                targets,
+                WriterEvent::Abort,
+                self.config.deadlines.abort,
+                fanout::never(),
+            )
+            .await;
             record_all(&mut d.session, WriterEvent::Abort, results);
         }
         if d.session.needs_backup_shutdown() {
@@ -586,9 +718,19 @@ impl Engine {
                 .writers
                 .iter()
                 .filter(|w| w.receives(WriterEvent::BackupShutdown))
-                .map(|w| Target { instance_id: w.metadata.instance_id, socket: w.socket.clone().into(), params: params.clone() })
+                .map(|w| Target {
+                    instance_id: w.metadata.instance_id,
+                    socket: w.socket.clone().into(),
+                    params: params.clone(),
+                })
                 .collect();
-            let results = fanout::broadcast(targets, WriterEvent::BackupShutdown, self.config.deadlines.backup_shutdown, fanout::never()).await;
+            let results = fanout::broadcast(
+                targets,
+                WriterEvent::BackupShutdown,
+                self.config.deadlines.backup_shutdown,
+                fanout::never(),
+            )
+            .await;
             record_all(&mut d.session, WriterEvent::BackupShutdown, results);
         }
         self.remember_writers(&d.session);
@@ -598,8 +740,12 @@ impl Engine {
                 continue;
             }
             match self.delete_one(&rec, provider).await {
-                Ok(()) => tracing::info!(snapshot = %rec.snapshot_id, "released auto-release snapshot"),
-                Err(e) => tracing::error!(snapshot = %rec.snapshot_id, "cannot release snapshot: {e}"),
+                Ok(()) => {
+                    tracing::info!(snapshot = %rec.snapshot_id, "released auto-release snapshot")
+                }
+                Err(e) => {
+                    tracing::error!(snapshot = %rec.snapshot_id, "cannot release snapshot: {e}")
+                }
             }
         }
         d.set_lock = None;
@@ -609,18 +755,35 @@ impl Engine {
     // ----- helpers for the snapshot driver --------------------------------------------------
 
     /// The prepared volumes of the session.
-    pub(crate) async fn prepared(&self, ctx: &SessionCtx) -> Vec<(SnapshotRequest, Arc<dyn Provider>)> {
-        ctx.inner.lock().await.volumes.iter().map(|v| (v.request.clone(), v.provider.clone())).collect()
+    pub(crate) async fn prepared(
+        &self,
+        ctx: &SessionCtx,
+    ) -> Vec<(SnapshotRequest, Arc<dyn Provider>)> {
+        ctx.inner
+            .lock()
+            .await
+            .volumes
+            .iter()
+            .map(|v| (v.request.clone(), v.provider.clone()))
+            .collect()
     }
 
     /// Runs `f` on the session under its lock.
-    pub(crate) async fn with_session<R>(&self, ctx: &SessionCtx, f: impl FnOnce(&mut Session) -> R) -> R {
+    pub(crate) async fn with_session<R>(
+        &self,
+        ctx: &SessionCtx,
+        f: impl FnOnce(&mut Session) -> R,
+    ) -> R {
         let mut d = ctx.inner.lock().await;
         f(&mut d.session)
     }
 
     /// Records the snapshots of a completed set as the session's.
-    pub(crate) async fn adopt_snapshots(&self, ctx: &SessionCtx, snaps: Vec<(SnapshotRecord, Arc<dyn Provider>)>) {
+    pub(crate) async fn adopt_snapshots(
+        &self,
+        ctx: &SessionCtx,
+        snaps: Vec<(SnapshotRecord, Arc<dyn Provider>)>,
+    ) {
         ctx.inner.lock().await.committed.extend(snaps);
     }
 
@@ -636,7 +799,11 @@ impl Engine {
 }
 
 /// The targets of `event`: writers that receive it, with their event parameters.
-pub(crate) fn targets(session: &Session, event: WriterEvent, volumes: &[EventVolume]) -> Vec<Target> {
+pub(crate) fn targets(
+    session: &Session,
+    event: WriterEvent,
+    volumes: &[EventVolume],
+) -> Vec<Target> {
     session
         .writers
         .iter()
@@ -644,14 +811,24 @@ pub(crate) fn targets(session: &Session, event: WriterEvent, volumes: &[EventVol
         .map(|w| Target {
             instance_id: w.metadata.instance_id,
             socket: w.socket.clone().into(),
-            params: serde_json::to_value(event_params(session, w.metadata.instance_id, event, volumes))
-                .expect("serializable"),
+            params: serde_json::to_value(event_params(
+                session,
+                w.metadata.instance_id,
+                event,
+                volumes,
+            ))
+            .expect("serializable"),
         })
         .collect()
 }
 
 /// The parameters of `event` for one writer instance.
-pub(crate) fn event_params(session: &Session, instance_id: Id, event: WriterEvent, volumes: &[EventVolume]) -> EventParams {
+pub(crate) fn event_params(
+    session: &Session,
+    instance_id: Id,
+    event: WriterEvent,
+    volumes: &[EventVolume],
+) -> EventParams {
     let bcd = &session.bcd;
     let volumes = if volumes.is_empty() {
         session
@@ -659,7 +836,11 @@ pub(crate) fn event_params(session: &Session, instance_id: Id, event: WriterEven
             .map(|s| {
                 s.volumes
                     .iter()
-                    .map(|v| EventVolume { volume: v.volume.clone(), snapshot_id: v.snapshot_id.to_string(), snapshot_path: None })
+                    .map(|v| EventVolume {
+                        volume: v.volume.clone(),
+                        snapshot_id: v.snapshot_id.to_string(),
+                        snapshot_path: None,
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -667,7 +848,11 @@ pub(crate) fn event_params(session: &Session, instance_id: Id, event: WriterEven
         volumes.to_vec()
     };
     EventParams {
-        snapshot_set_id: session.snapshot_set().map(|s| s.id).unwrap_or_default().to_string(),
+        snapshot_set_id: session
+            .snapshot_set()
+            .map(|s| s.id)
+            .unwrap_or_default()
+            .to_string(),
         context: i64::from(session.context().value()),
         backup_type: bcd.backup_type.unwrap_or(BackupType::Full),
         select_components: bcd.select_components,
@@ -675,7 +860,9 @@ pub(crate) fn event_params(session: &Session, instance_id: Id, event: WriterEven
         partial_file_support: bcd.partial_file_support,
         volumes,
         components: session.event_components(instance_id).map(|cs| {
-            cs.iter().map(|c| event_component(c, event == WriterEvent::BackupComplete)).collect()
+            cs.iter()
+                .map(|c| event_component(c, event == WriterEvent::BackupComplete))
+                .collect()
         }),
     }
 }
@@ -711,11 +898,17 @@ pub(crate) fn record_all(session: &mut Session, event: WriterEvent, results: Vec
 }
 
 fn apply_updates(session: &mut Session, instance: Id, event: WriterEvent, reply: ComponentsReply) {
-    if !matches!(event, WriterEvent::PrepareForBackup | WriterEvent::PostSnapshot) {
+    if !matches!(
+        event,
+        WriterEvent::PrepareForBackup | WriterEvent::PostSnapshot
+    ) {
         return;
     }
     for u in reply.components.unwrap_or_default() {
-        let Some(c) = session.bcd.component_mut(instance, &u.logical_path, &u.name) else {
+        let Some(c) = session
+            .bcd
+            .component_mut(instance, &u.logical_path, &u.name)
+        else {
             tracing::warn!(%instance, component = %u.name, "writer updated a component that is not in the backup; ignored");
             continue;
         };
@@ -759,7 +952,10 @@ pub fn properties(r: &SnapshotRecord) -> SnapshotProperties {
         original_volume: r.original_volume.clone(),
         provider_id: r.provider_id.to_string(),
         attributes: i64::from(r.attributes),
-        attribute_names: vss_model::attr::describe(r.attributes).into_iter().map(String::from).collect(),
+        attribute_names: vss_model::attr::describe(r.attributes)
+            .into_iter()
+            .map(String::from)
+            .collect(),
         context: i64::from(r.context),
         creation_timestamp: r.created.clone(),
         status: r.state.name().to_owned(),

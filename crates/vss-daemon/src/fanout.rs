@@ -10,11 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::task::JoinSet;
-use vss_model::{
-    ErrorCode, Id, VssError, WriterEvent,
-    wmd::WriterMetadata,
-    writers::EventOutcome,
-};
+use vss_model::{ErrorCode, Id, VssError, WriterEvent, wmd::WriterMetadata, writers::EventOutcome};
 use vss_protocol::{
     Decoded,
     transport::{self, CallError, Connection},
@@ -58,7 +54,10 @@ pub enum Identified {
 }
 
 /// Broadcasts Identify to every socket in the directory, in parallel.
-pub async fn identify_all(writers_dir: &Path, deadline: Duration) -> Vec<(WriterSocket, Identified)> {
+pub async fn identify_all(
+    writers_dir: &Path,
+    deadline: Duration,
+) -> Vec<(WriterSocket, Identified)> {
     let mut set = JoinSet::new();
     for (i, sock) in enumerate(writers_dir).into_iter().enumerate() {
         set.spawn(async move {
@@ -79,8 +78,12 @@ pub async fn identify_all(writers_dir: &Path, deadline: Duration) -> Vec<(Writer
 async fn identify_one(path: &Path, deadline: Duration) -> Identified {
     let fut = async {
         let mut conn = transport::connect(path).await?;
-        transport::call::<_, IdentifyReply>(&mut conn, &WriterEvent::Identify.method(), &vss_protocol::Empty {})
-            .await
+        transport::call::<_, IdentifyReply>(
+            &mut conn,
+            &WriterEvent::Identify.method(),
+            &vss_protocol::Empty {},
+        )
+        .await
     };
     match tokio::time::timeout(deadline, fut).await {
         Err(_) => Identified::Absent(format!("no reply to Identify within {deadline:?}")),
@@ -105,8 +108,14 @@ pub struct Delivered {
 }
 
 /// Turns a call result into an outcome. `what` names the event for messages.
-pub fn interpret(event: WriterEvent, r: Result<Decoded<serde_json::Value>, CallError>) -> Delivered {
-    let none = |outcome| Delivered { outcome, updates: None };
+pub fn interpret(
+    event: WriterEvent,
+    r: Result<Decoded<serde_json::Value>, CallError>,
+) -> Delivered {
+    let none = |outcome| Delivered {
+        outcome,
+        updates: None,
+    };
     match r {
         Ok(Decoded::Ok(v)) => {
             let updates = match event {
@@ -123,21 +132,35 @@ pub fn interpret(event: WriterEvent, r: Result<Decoded<serde_json::Value>, CallE
                 }
                 _ => None,
             };
-            Delivered { outcome: EventOutcome::Succeeded, updates }
+            Delivered {
+                outcome: EventOutcome::Succeeded,
+                updates,
+            }
         }
         Ok(Decoded::Error { name, parameters }) => {
-            let mut err = transport::error_reply_to_vss(&name, &parameters, ErrorCode::WriterErrorNonRetryable);
+            let mut err = transport::error_reply_to_vss(
+                &name,
+                &parameters,
+                ErrorCode::WriterErrorNonRetryable,
+            );
             if name != ERROR_WRITER_FAILURE || !err.code.is_writer_failure() {
                 // A writer may only report writer-failure codes; anything else (including
                 // varlink's own errors) is a non-retryable failure of that writer.
                 err = VssError::new(
                     ErrorCode::WriterErrorNonRetryable,
-                    format!("{event} failed with {} ({}): {}", name, err.code.name(), err.message),
+                    format!(
+                        "{event} failed with {} ({}): {}",
+                        name,
+                        err.code.name(),
+                        err.message
+                    ),
                 );
             }
             none(EventOutcome::Failed(err))
         }
-        Err(CallError::Timeout(d)) => none(EventOutcome::NotResponding(format!("no reply to {event} within {d:?}"))),
+        Err(CallError::Timeout(d)) => none(EventOutcome::NotResponding(format!(
+            "no reply to {event} within {d:?}"
+        ))),
         Err(CallError::Malformed(m)) => none(EventOutcome::Failed(VssError::new(
             ErrorCode::WriterErrorNonRetryable,
             format!("malformed reply to {event}: {m}"),

@@ -33,14 +33,19 @@ impl SetLock {
             .truncate(false)
             .mode(0o600)
             .open(path)
-            .map_err(|e| VssError::unexpected(format!("cannot open lock file {}: {e}", path.display())))?;
+            .map_err(|e| {
+                VssError::unexpected(format!("cannot open lock file {}: {e}", path.display()))
+            })?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(SetLock { _file: file }),
             Err(rustix::io::Errno::WOULDBLOCK) => Err(VssError::new(
                 ErrorCode::SnapshotSetInProgress,
                 "another snapshot set is being created on this host; wait for it to finish and retry",
             )),
-            Err(e) => Err(VssError::unexpected(format!("cannot lock {}: {e}", path.display()))),
+            Err(e) => Err(VssError::unexpected(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            ))),
         }
     }
 }

@@ -41,13 +41,17 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VSSD_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("VSSD_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut deadlines = Deadlines::default();
     for t in &args.timeouts {
-        deadlines.set_from_spec(t).map_err(|e| anyhow::anyhow!("--timeout {t}: {e}"))?;
+        deadlines
+            .set_from_spec(t)
+            .map_err(|e| anyhow::anyhow!("--timeout {t}: {e}"))?;
     }
     let config = Config {
         socket: args.socket,
@@ -58,7 +62,9 @@ fn main() -> anyhow::Result<()> {
         deadlines,
         socket_group: args.socket_group,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let shutdown = async {
             use tokio::signal::unix::{SignalKind, signal};

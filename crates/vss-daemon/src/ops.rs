@@ -134,7 +134,10 @@ impl Operations {
             id: Id::new_v4(),
             kind,
             owner_uid,
-            state: Mutex::new(OpState { cancelled: false, cancellable: true }),
+            state: Mutex::new(OpState {
+                cancelled: false,
+                cancellable: true,
+            }),
             status_tx,
         });
         let mut map = self.map.lock().expect("ops");
@@ -180,7 +183,10 @@ mod tests {
         let op = ops.create(OpKind::BackupComplete, 1000).unwrap();
         assert_eq!(op.status(), AsyncStatus::Pending);
         // Wait with a timeout on a pending operation answers PENDING.
-        assert_eq!(op.wait(Some(Duration::from_millis(10))).await, AsyncStatus::Pending);
+        assert_eq!(
+            op.wait(Some(Duration::from_millis(10))).await,
+            AsyncStatus::Pending
+        );
         // Another uid cannot see it; root can.
         let id = op.id.to_string();
         assert!(ops.get(&id, 1001).is_err());

@@ -25,9 +25,13 @@ use crate::ops::CancelOutcome;
 
 /// Serves until `shutdown` resolves. Binds `config.socket` (replacing a stale socket file).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    for dir in [config.socket.parent(), Some(config.writers_dir.as_path()), Some(config.run_dir.as_path())]
-        .into_iter()
-        .flatten()
+    for dir in [
+        config.socket.parent(),
+        Some(config.writers_dir.as_path()),
+        Some(config.run_dir.as_path()),
+    ]
+    .into_iter()
+    .flatten()
     {
         std::fs::create_dir_all(dir)?;
     }
@@ -37,7 +41,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         std::fs::remove_file(&config.socket)?;
     }
     let mut listener = zlink::tokio::unix::bind(&config.socket)?;
-    let mode = if config.socket_group.is_some() { 0o660 } else { 0o600 };
+    let mode = if config.socket_group.is_some() {
+        0o660
+    } else {
+        0o600
+    };
     std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(mode))?;
     if let Some(gid) = config.socket_group {
         rustix::fs::chown(&config.socket, None, Some(rustix::fs::Gid::from_raw(gid)))?;
@@ -90,8 +98,17 @@ async fn serve_connection(engine: Arc<Engine>, mut conn: Connection) {
             Ok(Reply::Json(v)) => transport::reply(&mut conn, &v).await,
             Ok(Reply::NotFound) => transport::reply_method_not_found(&mut conn, &method).await,
             Ok(Reply::InterfaceNotFound) => {
-                let iface = method.rsplit_once('.').map(|(i, _)| i).unwrap_or(&method).to_owned();
-                transport::reply_varlink_error(&mut conn, "org.varlink.service.InterfaceNotFound", serde_json::json!({ "interface": iface })).await
+                let iface = method
+                    .rsplit_once('.')
+                    .map(|(i, _)| i)
+                    .unwrap_or(&method)
+                    .to_owned();
+                transport::reply_varlink_error(
+                    &mut conn,
+                    "org.varlink.service.InterfaceNotFound",
+                    serde_json::json!({ "interface": iface }),
+                )
+                .await
             }
             Err(e) => {
                 tracing::debug!(%method, "{e}");
@@ -113,18 +130,26 @@ enum Reply {
 }
 
 fn json<T: serde::Serialize>(t: T) -> Result<Reply, VssError> {
-    serde_json::to_value(t).map(Reply::Json).map_err(|e| VssError::unexpected(e.to_string()))
+    serde_json::to_value(t)
+        .map(Reply::Json)
+        .map_err(|e| VssError::unexpected(e.to_string()))
 }
 
 fn op(id: vss_model::Id) -> Result<Reply, VssError> {
-    json(rq::OperationReply { operation: id.to_string() })
+    json(rq::OperationReply {
+        operation: id.to_string(),
+    })
 }
 
 fn component_type(s: &str) -> Result<ComponentType, VssError> {
     s.parse()
 }
 
-async fn dispatch(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, call: &RawCall) -> Result<Reply, VssError> {
+async fn dispatch(
+    engine: &Arc<Engine>,
+    ctx: &Arc<SessionCtx>,
+    call: &RawCall,
+) -> Result<Reply, VssError> {
     let Some(name) = call.method.strip_prefix("vss.Requester.") else {
         return match call.method.as_str() {
             "org.varlink.service.GetInfo" => json(serde_json::json!({
@@ -137,7 +162,9 @@ async fn dispatch(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, call: &RawCall) -
             "org.varlink.service.GetInterfaceDescription" => {
                 let iface = call.params::<serde_json::Value>()?;
                 match iface.get("interface").and_then(|v| v.as_str()) {
-                    Some("vss.Requester") => json(serde_json::json!({ "description": vss_protocol::REQUESTER_IDL })),
+                    Some("vss.Requester") => {
+                        json(serde_json::json!({ "description": vss_protocol::REQUESTER_IDL }))
+                    }
                     _ => Ok(Reply::InterfaceNotFound),
                 }
             }
@@ -172,7 +199,15 @@ async fn dispatch(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, call: &RawCall) -
         "SetBackupState" => {
             let p: rq::SetBackupState = call.params()?;
             let bt: BackupType = p.backup_type.parse()?;
-            engine.set_backup_state(ctx, p.select_components, p.bootable_system_state, bt, p.partial_file_support).await?;
+            engine
+                .set_backup_state(
+                    ctx,
+                    p.select_components,
+                    p.bootable_system_state,
+                    bt,
+                    p.partial_file_support,
+                )
+                .await?;
             json(Empty {})
         }
         "GatherWriterMetadata" => {
@@ -181,7 +216,9 @@ async fn dispatch(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, call: &RawCall) -
         }
         "GetWriterMetadata" => {
             call.params::<Empty>()?;
-            json(rq::WriterMetadataList { writers: engine.get_writer_metadata(ctx).await? })
+            json(rq::WriterMetadataList {
+                writers: engine.get_writer_metadata(ctx).await?,
+            })
         }
         "AddComponent" => {
             let p: rq::AddComponent = call.params()?;
@@ -200,13 +237,21 @@ async fn dispatch(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, call: &RawCall) -
         "StartSnapshotSet" => {
             call.params::<Empty>()?;
             let id = engine.start_snapshot_set(ctx).await?;
-            json(rq::StartSnapshotSetReply { snapshot_set_id: id.to_string() })
+            json(rq::StartSnapshotSetReply {
+                snapshot_set_id: id.to_string(),
+            })
         }
         "AddToSnapshotSet" => {
             let p: rq::AddToSnapshotSet = call.params()?;
-            let provider = p.provider_id.as_deref().map(|s| parse_id("providerId", s)).transpose()?;
+            let provider = p
+                .provider_id
+                .as_deref()
+                .map(|s| parse_id("providerId", s))
+                .transpose()?;
             let id = engine.add_to_snapshot_set(ctx, &p.volume, provider).await?;
-            json(rq::AddToSnapshotSetReply { snapshot_id: id.to_string() })
+            json(rq::AddToSnapshotSetReply {
+                snapshot_id: id.to_string(),
+            })
         }
         "PrepareForBackup" => {
             call.params::<Empty>()?;
@@ -218,7 +263,11 @@ async fn dispatch(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, call: &RawCall) -
         }
         "GetSnapshotProperties" => {
             let p: rq::SnapshotIdParam = call.params()?;
-            json(engine.get_snapshot_properties(ctx, parse_id("snapshotId", &p.snapshot_id)?).await?)
+            json(
+                engine
+                    .get_snapshot_properties(ctx, parse_id("snapshotId", &p.snapshot_id)?)
+                    .await?,
+            )
         }
         "SetBackupSucceeded" => {
             let p: rq::SetBackupSucceeded = call.params()?;
@@ -245,7 +294,9 @@ async fn dispatch(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, call: &RawCall) -
         }
         "GetWriterStatus" => {
             call.params::<Empty>()?;
-            json(rq::WriterStatusList { writers: engine.get_writer_status(ctx).await? })
+            json(rq::WriterStatusList {
+                writers: engine.get_writer_status(ctx).await?,
+            })
         }
         "AbortBackup" => {
             call.params::<Empty>()?;
@@ -254,12 +305,20 @@ async fn dispatch(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, call: &RawCall) -
         }
         "SaveAsXml" => {
             call.params::<Empty>()?;
-            json(rq::SaveAsXmlReply { bcd: engine.save_as_xml(ctx).await? })
+            json(rq::SaveAsXmlReply {
+                bcd: engine.save_as_xml(ctx).await?,
+            })
         }
         "Query" => {
             let p: rq::Query = call.params()?;
-            let set = p.snapshot_set_id.as_deref().map(|s| parse_id("snapshotSetId", s)).transpose()?;
-            json(rq::QueryReply { snapshots: engine.query(ctx, p.context, set, p.volume).await? })
+            let set = p
+                .snapshot_set_id
+                .as_deref()
+                .map(|s| parse_id("snapshotSetId", s))
+                .transpose()?;
+            json(rq::QueryReply {
+                snapshots: engine.query(ctx, p.context, set, p.volume).await?,
+            })
         }
         "DeleteSnapshots" => {
             let p: rq::DeleteSnapshots = call.params()?;
@@ -274,7 +333,10 @@ async fn dispatch(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, call: &RawCall) -
                 }
             };
             let (deleted, non) = engine.delete_snapshots(ctx, id, is_set).await?;
-            json(rq::DeleteSnapshotsReply { deleted, non_deleted_snapshot_id: non.map(|i| i.to_string()) })
+            json(rq::DeleteSnapshotsReply {
+                deleted,
+                non_deleted_snapshot_id: non.map(|i| i.to_string()),
+            })
         }
         "QueryStatus" => {
             let p: rq::OperationParam = call.params()?;
@@ -286,7 +348,9 @@ async fn dispatch(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, call: &RawCall) -
             let timeout = match p.timeout_ms {
                 None => None,
                 Some(ms) if ms < 0 => {
-                    return Err(VssError::invalid_arg(format!("timeoutMs {ms} is negative; omit it to wait without limit")));
+                    return Err(VssError::invalid_arg(format!(
+                        "timeoutMs {ms} is negative; omit it to wait without limit"
+                    )));
                 }
                 Some(ms) => Some(std::time::Duration::from_millis(ms as u64)),
             };
@@ -298,7 +362,11 @@ async fn dispatch(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, call: &RawCall) -
             let p: rq::OperationParam = call.params()?;
             let op = engine.ops.get(&p.operation, ctx.uid)?;
             match op.cancel() {
-                CancelOutcome::Cancelled => json(rq::StatusReply { code: "S_OK".into(), hresult: 0, message: None }),
+                CancelOutcome::Cancelled => json(rq::StatusReply {
+                    code: "S_OK".into(),
+                    hresult: 0,
+                    message: None,
+                }),
                 CancelOutcome::Already(s) => json(rq::StatusReply::from(&s)),
             }
         }

@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use vss_model::{
-    ErrorCode, Id, SnapshotState, VssError, WriterEvent,
-    session::Session,
-    writers::EventOutcome,
+    ErrorCode, Id, SnapshotState, VssError, WriterEvent, session::Session, writers::EventOutcome,
 };
 use vss_protocol::transport::Connection;
 use vss_protocol::writer::EventVolume;
@@ -46,13 +44,21 @@ struct Vol {
 }
 
 /// Runs DoSnapshotSet. `Err` is the set's failure (the failing writer's or provider's code).
-pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation>) -> Result<(), VssError> {
+pub async fn run(
+    engine: &Arc<Engine>,
+    ctx: &Arc<SessionCtx>,
+    op: &Arc<Operation>,
+) -> Result<(), VssError> {
     let deadlines = engine.config.deadlines;
     let mut vols: Vec<Vol> = engine
         .prepared(ctx)
         .await
         .into_iter()
-        .map(|(request, provider)| Vol { request, provider, committed: None })
+        .map(|(request, provider)| Vol {
+            request,
+            provider,
+            committed: None,
+        })
         .collect();
 
     // 1. PrepareForSnapshot, in parallel, each on a connection that is then held.
@@ -62,7 +68,12 @@ pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation
                 .iter()
                 .filter(|w| w.receives(WriterEvent::PrepareForSnapshot))
                 .map(|w| {
-                    let params = event_params(s, w.metadata.instance_id, WriterEvent::PrepareForSnapshot, &[]);
+                    let params = event_params(
+                        s,
+                        w.metadata.instance_id,
+                        WriterEvent::PrepareForSnapshot,
+                        &[],
+                    );
                     (
                         w.metadata.instance_id,
                         w.socket.clone(),
@@ -78,8 +89,13 @@ pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation
     for (instance, socket, wave, ft, params) in plan {
         let deadline = deadlines.prepare_for_snapshot;
         js.spawn(async move {
-            let (d, conn) =
-                fanout::connect_and_call(socket.as_ref(), WriterEvent::PrepareForSnapshot, &params, deadline).await;
+            let (d, conn) = fanout::connect_and_call(
+                socket.as_ref(),
+                WriterEvent::PrepareForSnapshot,
+                &params,
+                deadline,
+            )
+            .await;
             (instance, wave, ft, d, conn)
         });
     }
@@ -108,7 +124,14 @@ pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation
     record(engine, ctx, WriterEvent::PrepareForSnapshot, results).await;
 
     if op.is_cancelled() {
-        return abort(engine, ctx, vols, held, VssError::new(ErrorCode::Abort, "DoSnapshotSet was cancelled")).await;
+        return abort(
+            engine,
+            ctx,
+            vols,
+            held,
+            VssError::new(ErrorCode::Abort, "DoSnapshotSet was cancelled"),
+        )
+        .await;
     }
 
     // 2. Freeze, one wave at a time: front end, back end, then system.
@@ -124,7 +147,14 @@ pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation
             _ = op.cancelled() => None,
         };
         let Some((outcomes, failure)) = frozen else {
-            return abort(engine, ctx, vols, held, VssError::new(ErrorCode::Abort, "DoSnapshotSet was cancelled")).await;
+            return abort(
+                engine,
+                ctx,
+                vols,
+                held,
+                VssError::new(ErrorCode::Abort, "DoSnapshotSet was cancelled"),
+            )
+            .await;
         };
         record(engine, ctx, WriterEvent::Freeze, outcomes).await;
         if let Some(err) = failure {
@@ -134,7 +164,14 @@ pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation
 
     // 3. Commit. From here on Cancel is refused.
     if !op.enter_point_of_no_return() {
-        return abort(engine, ctx, vols, held, VssError::new(ErrorCode::Abort, "DoSnapshotSet was cancelled")).await;
+        return abort(
+            engine,
+            ctx,
+            vols,
+            held,
+            VssError::new(ErrorCode::Abort, "DoSnapshotSet was cancelled"),
+        )
+        .await;
     }
     let count = vols.len() as i64;
     let created = crate::timefmt::now_rfc3339();
@@ -164,17 +201,25 @@ pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation
         let result = tokio::task::spawn_blocking(move || p.commit(&r)).await;
         let result = match result {
             Ok(r) => r,
-            Err(e) => Err(VssError::new(ErrorCode::UnexpectedProviderError, format!("provider commit panicked: {e}"))),
+            Err(e) => Err(VssError::new(
+                ErrorCode::UnexpectedProviderError,
+                format!("provider commit panicked: {e}"),
+            )),
         };
         match result {
             Ok(c) => {
                 tracing::info!(volume = %rec.original_volume, elapsed = ?started.elapsed(), "snapshot committed");
                 let path = c.snapshot_path.to_string_lossy().into_owned();
-                let _ = engine.catalog_handle().mark_committed(c.snapshot_id, &path, &c.locator);
+                let _ = engine
+                    .catalog_handle()
+                    .mark_committed(c.snapshot_id, &path, &c.locator);
                 v.committed = Some(c);
             }
             Err(e) => {
-                let err = VssError::new(e.code, format!("committing {}: {}", rec.original_volume, e.message));
+                let err = VssError::new(
+                    e.code,
+                    format!("committing {}: {}", rec.original_volume, e.message),
+                );
                 return abort(engine, ctx, vols, held, err).await;
             }
         }
@@ -186,7 +231,15 @@ pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation
         return abort(engine, ctx, vols, held, err).await;
     }
     for wave in waves.iter().rev() {
-        let (outcomes, failure) = call_wave(&mut held, *wave, WriterEvent::Thaw, engine, ctx, deadlines.thaw).await;
+        let (outcomes, failure) = call_wave(
+            &mut held,
+            *wave,
+            WriterEvent::Thaw,
+            engine,
+            ctx,
+            deadlines.thaw,
+        )
+        .await;
         record(engine, ctx, WriterEvent::Thaw, outcomes).await;
         if let Some(err) = failure {
             return abort(engine, ctx, vols, held, err).await;
@@ -199,20 +252,40 @@ pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation
         .map(|v| EventVolume {
             volume: v.request.volume.path.to_string_lossy().into_owned(),
             snapshot_id: v.request.snapshot_id.to_string(),
-            snapshot_path: v.committed.as_ref().map(|c| c.snapshot_path.to_string_lossy().into_owned()),
+            snapshot_path: v
+                .committed
+                .as_ref()
+                .map(|c| c.snapshot_path.to_string_lossy().into_owned()),
         })
         .collect();
     let mut outcomes = Vec::new();
     let params = engine
         .with_session(ctx, |s| {
             held.iter()
-                .map(|h| (h.instance, serde_json::to_value(event_params(s, h.instance, WriterEvent::PostSnapshot, &volumes)).expect("json")))
+                .map(|h| {
+                    (
+                        h.instance,
+                        serde_json::to_value(event_params(
+                            s,
+                            h.instance,
+                            WriterEvent::PostSnapshot,
+                            &volumes,
+                        ))
+                        .expect("json"),
+                    )
+                })
                 .collect::<BTreeMap<_, _>>()
         })
         .await;
     let mut js = JoinSet::new();
     for mut h in held.drain(..) {
-        let still = engine.with_session(ctx, |s| s.writers.iter().any(|w| w.metadata.instance_id == h.instance && w.receives(WriterEvent::PostSnapshot))).await;
+        let still = engine
+            .with_session(ctx, |s| {
+                s.writers.iter().any(|w| {
+                    w.metadata.instance_id == h.instance && w.receives(WriterEvent::PostSnapshot)
+                })
+            })
+            .await;
         if !still {
             continue;
         }
@@ -239,7 +312,10 @@ pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation
             catalog.mark_set_created(set)?;
         }
         for v in vols {
-            if let Some(rec) = v.committed.and_then(|c| catalog.get(c.snapshot_id).ok().flatten()) {
+            if let Some(rec) = v
+                .committed
+                .and_then(|c| catalog.get(c.snapshot_id).ok().flatten())
+            {
                 adopted.push((rec, v.provider));
             }
         }
@@ -248,7 +324,12 @@ pub async fn run(engine: &Arc<Engine>, ctx: &Arc<SessionCtx>, op: &Arc<Operation
     Ok(())
 }
 
-async fn record(engine: &Engine, ctx: &SessionCtx, event: WriterEvent, results: Vec<(Id, Delivered)>) {
+async fn record(
+    engine: &Engine,
+    ctx: &SessionCtx,
+    event: WriterEvent,
+    results: Vec<(Id, Delivered)>,
+) {
     engine
         .with_session(ctx, |s| {
             record_all(s, event, results);
@@ -271,7 +352,13 @@ async fn freeze_wave(
         .with_session(ctx, |s| {
             held.iter()
                 .filter(|h| h.wave == wave)
-                .map(|h| (h.instance, serde_json::to_value(event_params(s, h.instance, WriterEvent::Freeze, &[])).expect("json")))
+                .map(|h| {
+                    (
+                        h.instance,
+                        serde_json::to_value(event_params(s, h.instance, WriterEvent::Freeze, &[]))
+                            .expect("json"),
+                    )
+                })
                 .collect::<BTreeMap<_, _>>()
         })
         .await;
@@ -284,17 +371,27 @@ async fn freeze_wave(
         let conn = &mut h.conn;
         futs.push(async move {
             let limit = window.min(deadline);
-            let d = match tokio::time::timeout(limit, fanout::call_on(conn, WriterEvent::Freeze, &p, deadline)).await {
+            let d = match tokio::time::timeout(
+                limit,
+                fanout::call_on(conn, WriterEvent::Freeze, &p, deadline),
+            )
+            .await
+            {
                 Ok(d) => d,
                 Err(_) if window <= deadline => Delivered {
                     outcome: EventOutcome::Failed(VssError::new(
                         ErrorCode::WriterErrorTimeout,
-                        format!("the writer did not answer Freeze within its freeze window of {} ms", window.as_millis()),
+                        format!(
+                            "the writer did not answer Freeze within its freeze window of {} ms",
+                            window.as_millis()
+                        ),
                     )),
                     updates: None,
                 },
                 Err(_) => Delivered {
-                    outcome: EventOutcome::NotResponding(format!("no reply to Freeze within {deadline:?}")),
+                    outcome: EventOutcome::NotResponding(format!(
+                        "no reply to Freeze within {deadline:?}"
+                    )),
                     updates: None,
                 },
             };
@@ -319,7 +416,13 @@ async fn call_wave(
         .with_session(ctx, |s| {
             held.iter()
                 .filter(|h| h.wave == wave)
-                .map(|h| (h.instance, serde_json::to_value(event_params(s, h.instance, event, &[])).expect("json")))
+                .map(|h| {
+                    (
+                        h.instance,
+                        serde_json::to_value(event_params(s, h.instance, event, &[]))
+                            .expect("json"),
+                    )
+                })
                 .collect::<BTreeMap<_, _>>()
         })
         .await;
@@ -349,7 +452,11 @@ async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
                 }
             }
         }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     })
     .await;
     out.into_iter().map(|o| o.expect("all ready")).collect()
@@ -358,10 +465,14 @@ async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
 fn first_failure(results: &[(Id, Delivered)], event: WriterEvent) -> Option<VssError> {
     results.iter().find_map(|(id, d)| match &d.outcome {
         EventOutcome::Succeeded => None,
-        EventOutcome::Failed(e) => Some(VssError::new(e.code, format!("writer {id} failed {event}: {}", e.message))),
-        EventOutcome::NotResponding(why) => {
-            Some(VssError::new(ErrorCode::WriterNotResponding, format!("writer {id} did not respond to {event}: {why}")))
-        }
+        EventOutcome::Failed(e) => Some(VssError::new(
+            e.code,
+            format!("writer {id} failed {event}: {}", e.message),
+        )),
+        EventOutcome::NotResponding(why) => Some(VssError::new(
+            ErrorCode::WriterNotResponding,
+            format!("writer {id} did not respond to {event}: {why}"),
+        )),
     })
 }
 
@@ -381,15 +492,27 @@ async fn expired(engine: &Engine, ctx: &SessionCtx, held: &[Held]) -> Option<Vss
         .map(|(i, w)| {
             let e = VssError::new(
                 ErrorCode::WriterErrorTimeout,
-                format!("the freeze window of {} ms expired before Thaw", w.as_millis()),
+                format!(
+                    "the freeze window of {} ms expired before Thaw",
+                    w.as_millis()
+                ),
             );
-            (*i, Delivered { outcome: EventOutcome::Failed(e), updates: None })
+            (
+                *i,
+                Delivered {
+                    outcome: EventOutcome::Failed(e),
+                    updates: None,
+                },
+            )
         })
         .collect();
     record(engine, ctx, WriterEvent::Freeze, results).await;
     Some(VssError::new(
         ErrorCode::WriterErrorTimeout,
-        format!("writer {first}'s freeze window of {} ms expired; nothing was committed after it", window.as_millis()),
+        format!(
+            "writer {first}'s freeze window of {} ms expired; nothing was committed after it",
+            window.as_millis()
+        ),
     ))
 }
 
@@ -410,8 +533,16 @@ async fn abort(
         let _ = tokio::task::spawn_blocking(move || p.abort(&r, c.as_ref())).await;
         let _ = engine.catalog_handle().remove(id);
     }
-    let targets = engine.with_session(ctx, |s: &mut Session| targets(s, WriterEvent::Abort, &[])).await;
-    let results = fanout::broadcast(targets, WriterEvent::Abort, engine.config.deadlines.abort, fanout::never()).await;
+    let targets = engine
+        .with_session(ctx, |s: &mut Session| targets(s, WriterEvent::Abort, &[]))
+        .await;
+    let results = fanout::broadcast(
+        targets,
+        WriterEvent::Abort,
+        engine.config.deadlines.abort,
+        fanout::never(),
+    )
+    .await;
     record(engine, ctx, WriterEvent::Abort, results).await;
     drop(held);
     Err(err)

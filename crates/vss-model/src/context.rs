@@ -81,7 +81,11 @@ pub mod attr {
 
     /// The names of the bits set in `bits`.
     pub fn describe(bits: u32) -> Vec<&'static str> {
-        NAMES.iter().filter(|(b, _)| bits & b != 0).map(|(_, n)| *n).collect()
+        NAMES
+            .iter()
+            .filter(|(b, _)| bits & b != 0)
+            .map(|(_, n)| *n)
+            .collect()
     }
 }
 
@@ -184,7 +188,8 @@ impl SnapshotContext {
         if self == Self::ALL {
             return true;
         }
-        let base_bits = attr::PERSISTENT | attr::NO_AUTO_RELEASE | attr::NO_WRITERS | attr::CLIENT_ACCESSIBLE;
+        let base_bits =
+            attr::PERSISTENT | attr::NO_AUTO_RELEASE | attr::NO_WRITERS | attr::CLIENT_ACCESSIBLE;
         self.0 & base_bits == snapshot_attributes & base_bits
     }
 
@@ -224,11 +229,35 @@ mod tests {
 
     #[test]
     fn set_context_validation_table() {
-        let ok: &[i64] = &[0, 0x10, 0x19, 0x09, 0x20, 0x0002_0000 | 0x09, 0x0004_0000, 0x2, 0x80];
+        let ok: &[i64] = &[
+            0,
+            0x10,
+            0x19,
+            0x09,
+            0x20,
+            0x0002_0000 | 0x09,
+            0x0004_0000,
+            0x2,
+            0x80,
+        ];
         for v in ok {
-            assert!(SnapshotContext::validate_for_set_context(*v).is_ok(), "{v:#x}");
+            assert!(
+                SnapshotContext::validate_for_set_context(*v).is_ok(),
+                "{v:#x}"
+            );
         }
-        let bad: &[i64] = &[-1, 0xFFFF_FFFF, 0x1D, 0x0D, 0x4, 0x8, 0x1, 0x0006_0000, 0x40, 1 << 40];
+        let bad: &[i64] = &[
+            -1,
+            0xFFFF_FFFF,
+            0x1D,
+            0x0D,
+            0x4,
+            0x8,
+            0x1,
+            0x0006_0000,
+            0x40,
+            1 << 40,
+        ];
         for v in bad {
             let e = SnapshotContext::validate_for_set_context(*v).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidArg, "{v:#x}");

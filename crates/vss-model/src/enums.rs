@@ -287,7 +287,10 @@ mod tests {
         assert_eq!(WriterState::FailedAtBackupShutdown.value(), 15);
         assert_eq!(BackupType::Copy.value(), 5);
         assert_eq!(ApplicationLevel::Auto.value(), -1);
-        assert_eq!("VSS_CT_FILEGROUP".parse::<ComponentType>().unwrap(), ComponentType::FileGroup);
+        assert_eq!(
+            "VSS_CT_FILEGROUP".parse::<ComponentType>().unwrap(),
+            ComponentType::FileGroup
+        );
         let err = "VSS_CT_NOPE".parse::<ComponentType>().unwrap_err();
         assert_eq!(err.code, crate::ErrorCode::InvalidArg);
     }
@@ -296,7 +299,10 @@ mod tests {
     fn freeze_waves_follow_front_back_system() {
         assert!(ApplicationLevel::FrontEnd.freeze_wave() < ApplicationLevel::BackEnd.freeze_wave());
         assert!(ApplicationLevel::BackEnd.freeze_wave() < ApplicationLevel::System.freeze_wave());
-        assert_eq!(ApplicationLevel::System.freeze_wave(), ApplicationLevel::SystemRm.freeze_wave());
+        assert_eq!(
+            ApplicationLevel::System.freeze_wave(),
+            ApplicationLevel::SystemRm.freeze_wave()
+        );
         assert_eq!(ApplicationLevel::Auto.freeze_wave(), None);
         assert_eq!(ApplicationLevel::Unknown.freeze_wave(), None);
     }

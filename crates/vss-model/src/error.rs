@@ -236,7 +236,10 @@ pub struct VssError {
 impl VssError {
     /// An error with a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        VssError { code, message: message.into() }
+        VssError {
+            code,
+            message: message.into(),
+        }
     }
 
     /// `VSS_E_BAD_STATE` with a message.
@@ -271,7 +274,12 @@ mod tests {
         assert_eq!(ErrorCode::WriterErrorTimeout.hresult(), 0x8004_23F2);
         assert_eq!(ErrorCode::FssTimeout.hresult(), 0x8004_2417);
         for c in ErrorCode::ALL {
-            assert_eq!(ErrorCode::from_hresult(c.hresult()), Some(*c), "{}", c.name());
+            assert_eq!(
+                ErrorCode::from_hresult(c.hresult()),
+                Some(*c),
+                "{}",
+                c.name()
+            );
             assert_eq!(ErrorCode::from_name(c.name()), Some(*c));
         }
     }

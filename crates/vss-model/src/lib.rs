@@ -10,9 +10,9 @@ pub mod context;
 pub mod enums;
 pub mod error;
 pub mod event;
-pub mod writers;
 pub mod session;
 pub mod wmd;
+pub mod writers;
 mod xml;
 
 pub use context::{SnapshotContext, attr};

@@ -10,7 +10,10 @@
 
 use crate::{
     BackupType, ComponentType, ErrorCode, Id, MAX_VOLUMES_PER_SET, SnapshotContext, VssError,
-    bcd::{BackupComponents, BcdComponent, SnapshotDescription, SnapshotSetDescription, WriterComponents},
+    bcd::{
+        BackupComponents, BcdComponent, SnapshotDescription, SnapshotSetDescription,
+        WriterComponents,
+    },
     wmd::{WriterMetadata, full_path},
     writers::{Participation, WriterRecord},
 };
@@ -242,10 +245,23 @@ impl Session {
         if self.mode == Mode::Uninitialized {
             return match call {
                 InitializeForBackup | InitializeForRestore => Ok(()),
-                SetContext | SetBackupState | GatherWriterMetadata | GetWriterMetadata
-                | AddComponent | StartSnapshotSet | AddToSnapshotSet | PrepareForBackup
-                | DoSnapshotSet | GetSnapshotProperties | SetBackupSucceeded | BackupComplete
-                | GatherWriterStatus | GetWriterStatus | AbortBackup | SaveAsXml | Query
+                SetContext
+                | SetBackupState
+                | GatherWriterMetadata
+                | GetWriterMetadata
+                | AddComponent
+                | StartSnapshotSet
+                | AddToSnapshotSet
+                | PrepareForBackup
+                | DoSnapshotSet
+                | GetSnapshotProperties
+                | SetBackupSucceeded
+                | BackupComplete
+                | GatherWriterStatus
+                | GetWriterStatus
+                | AbortBackup
+                | SaveAsXml
+                | Query
                 | DeleteSnapshots => Err(bad(
                     "the session is not initialized: call InitializeForBackup or \
                      InitializeForRestore first",
@@ -255,7 +271,9 @@ impl Session {
         let restore = self.mode == Mode::Restore;
         let backup_only = |name: &str| -> Result<(), VssError> {
             if restore {
-                Err(bad(format!("{name} is a backup call and this is a restore session")))
+                Err(bad(format!(
+                    "{name} is a backup call and this is a restore session"
+                )))
             } else {
                 Ok(())
             }
@@ -265,7 +283,12 @@ impl Session {
         if let Some(op) = self.running {
             let read_only = matches!(
                 call,
-                GetWriterStatus | GetWriterMetadata | SaveAsXml | Query | GetSnapshotProperties | AbortBackup
+                GetWriterStatus
+                    | GetWriterMetadata
+                    | SaveAsXml
+                    | Query
+                    | GetSnapshotProperties
+                    | AbortBackup
             );
             if !read_only {
                 return Err(bad(format!(
@@ -276,13 +299,15 @@ impl Session {
         }
         let writers = self.context.has_writers();
         match call {
-            InitializeForBackup | InitializeForRestore => {
-                Err(bad("the session is already initialized; open a new connection for a new session"))
-            }
+            InitializeForBackup | InitializeForRestore => Err(bad(
+                "the session is already initialized; open a new connection for a new session",
+            )),
             SetContext => {
                 backup_only("SetContext")?;
                 if self.context_locked {
-                    Err(bad("SetContext may be called once, right after InitializeForBackup"))
+                    Err(bad(
+                        "SetContext may be called once, right after InitializeForBackup",
+                    ))
                 } else {
                     Ok(())
                 }
@@ -297,7 +322,9 @@ impl Session {
             }
             GatherWriterMetadata => {
                 if self.gather != Step::NotCalled {
-                    Err(bad("GatherWriterMetadata may be called only once per session"))
+                    Err(bad(
+                        "GatherWriterMetadata may be called only once per session",
+                    ))
                 } else if self.aborted {
                     Err(bad("the backup was aborted"))
                 } else {
@@ -306,7 +333,9 @@ impl Session {
             }
             GetWriterMetadata => {
                 if self.gather != Step::Done {
-                    Err(bad("call GatherWriterMetadata and wait for it to finish first"))
+                    Err(bad(
+                        "call GatherWriterMetadata and wait for it to finish first",
+                    ))
                 } else {
                     Ok(())
                 }
@@ -314,13 +343,21 @@ impl Session {
             AddComponent => {
                 backup_only("AddComponent")?;
                 if !writers {
-                    Err(bad("AddComponent is not allowed in a context without writers"))
+                    Err(bad(
+                        "AddComponent is not allowed in a context without writers",
+                    ))
                 } else if self.gather != Step::Done {
-                    Err(bad("call GatherWriterMetadata and wait for it before AddComponent"))
+                    Err(bad(
+                        "call GatherWriterMetadata and wait for it before AddComponent",
+                    ))
                 } else if !self.backup_state_set || !self.bcd.select_components {
-                    Err(bad("AddComponent needs component mode: call SetBackupState with selectComponents true first"))
+                    Err(bad(
+                        "AddComponent needs component mode: call SetBackupState with selectComponents true first",
+                    ))
                 } else if self.prepare != Step::NotCalled {
-                    Err(bad("components are fixed at PrepareForBackup; AddComponent must come before it"))
+                    Err(bad(
+                        "components are fixed at PrepareForBackup; AddComponent must come before it",
+                    ))
                 } else if self.aborted {
                     Err(bad("the backup was aborted"))
                 } else {
@@ -330,7 +367,9 @@ impl Session {
             StartSnapshotSet => {
                 backup_only("StartSnapshotSet")?;
                 if self.set.is_some() {
-                    Err(bad("StartSnapshotSet was already called; a session makes one snapshot set"))
+                    Err(bad(
+                        "StartSnapshotSet was already called; a session makes one snapshot set",
+                    ))
                 } else if self.aborted {
                     Err(bad("the backup was aborted"))
                 } else if writers && self.gather == Step::Running {
@@ -344,7 +383,9 @@ impl Session {
                 if self.set.is_none() {
                     Err(bad("call StartSnapshotSet before AddToSnapshotSet"))
                 } else if self.snapshot != Step::NotCalled {
-                    Err(bad("DoSnapshotSet was already called; volumes can no longer be added"))
+                    Err(bad(
+                        "DoSnapshotSet was already called; volumes can no longer be added",
+                    ))
                 } else if self.aborted {
                     Err(bad("the backup was aborted"))
                 } else {
@@ -354,11 +395,15 @@ impl Session {
             PrepareForBackup => {
                 backup_only("PrepareForBackup")?;
                 if !writers {
-                    Err(bad("PrepareForBackup is not allowed in a context without writers"))
+                    Err(bad(
+                        "PrepareForBackup is not allowed in a context without writers",
+                    ))
                 } else if !self.backup_state_set {
                     Err(bad("call SetBackupState before PrepareForBackup"))
                 } else if self.gather != Step::Done {
-                    Err(bad("call GatherWriterMetadata and wait for it before PrepareForBackup"))
+                    Err(bad(
+                        "call GatherWriterMetadata and wait for it before PrepareForBackup",
+                    ))
                 } else if self.set.is_none() {
                     Err(bad("call StartSnapshotSet before PrepareForBackup"))
                 } else if self.prepare != Step::NotCalled {
@@ -372,26 +417,32 @@ impl Session {
             DoSnapshotSet => {
                 backup_only("DoSnapshotSet")?;
                 if self.set.is_none() {
-                    Err(bad("call StartSnapshotSet and AddToSnapshotSet before DoSnapshotSet"))
+                    Err(bad(
+                        "call StartSnapshotSet and AddToSnapshotSet before DoSnapshotSet",
+                    ))
                 } else if self.snapshot != Step::NotCalled {
-                    Err(bad("DoSnapshotSet was already called; a session makes one snapshot set"))
+                    Err(bad(
+                        "DoSnapshotSet was already called; a session makes one snapshot set",
+                    ))
                 } else if self.aborted {
                     Err(bad("the backup was aborted"))
                 } else if writers && self.gather != Step::Done {
-                    Err(bad("call GatherWriterMetadata and wait for it before DoSnapshotSet"))
+                    Err(bad(
+                        "call GatherWriterMetadata and wait for it before DoSnapshotSet",
+                    ))
                 } else if writers && self.prepare != Step::Done {
-                    Err(bad("call PrepareForBackup and wait for it before DoSnapshotSet"))
+                    Err(bad(
+                        "call PrepareForBackup and wait for it before DoSnapshotSet",
+                    ))
                 } else {
                     Ok(())
                 }
             }
-            GetSnapshotProperties | Query | DeleteSnapshots => {
-                backup_only(match call {
-                    GetSnapshotProperties => "GetSnapshotProperties",
-                    Query => "Query",
-                    _ => "DeleteSnapshots",
-                })
-            }
+            GetSnapshotProperties | Query | DeleteSnapshots => backup_only(match call {
+                GetSnapshotProperties => "GetSnapshotProperties",
+                Query => "Query",
+                _ => "DeleteSnapshots",
+            }),
             SetBackupSucceeded => {
                 backup_only("SetBackupSucceeded")?;
                 self.check_after_snapshot("SetBackupSucceeded")
@@ -399,20 +450,26 @@ impl Session {
             BackupComplete => {
                 backup_only("BackupComplete")?;
                 if !writers {
-                    return Err(bad("BackupComplete is not allowed in a context without writers"));
+                    return Err(bad(
+                        "BackupComplete is not allowed in a context without writers",
+                    ));
                 }
                 self.check_after_snapshot("BackupComplete")
             }
             GatherWriterStatus => {
                 if self.gather != Step::Done {
-                    Err(bad("call GatherWriterMetadata and wait for it before GatherWriterStatus"))
+                    Err(bad(
+                        "call GatherWriterMetadata and wait for it before GatherWriterStatus",
+                    ))
                 } else {
                     Ok(())
                 }
             }
             GetWriterStatus => {
                 if !self.status_gathered {
-                    Err(bad("call GatherWriterStatus and wait for it before GetWriterStatus"))
+                    Err(bad(
+                        "call GatherWriterStatus and wait for it before GetWriterStatus",
+                    ))
                 } else {
                     Ok(())
                 }
@@ -420,7 +477,9 @@ impl Session {
             AbortBackup => {
                 backup_only("AbortBackup")?;
                 if self.running == Some(OpKind::DoSnapshotSet) {
-                    Err(bad("DoSnapshotSet is running: cancel it (Cancel) or wait for it, then call AbortBackup"))
+                    Err(bad(
+                        "DoSnapshotSet is running: cancel it (Cancel) or wait for it, then call AbortBackup",
+                    ))
                 } else {
                     Ok(())
                 }
@@ -431,13 +490,21 @@ impl Session {
 
     fn check_after_snapshot(&self, name: &str) -> Result<(), VssError> {
         if self.aborted {
-            Err(bad(format!("the backup was aborted; {name} is not allowed after AbortBackup")))
+            Err(bad(format!(
+                "the backup was aborted; {name} is not allowed after AbortBackup"
+            )))
         } else if self.snapshot == Step::Failed {
-            Err(bad(format!("DoSnapshotSet failed; {name} is not allowed: call AbortBackup and start again")))
+            Err(bad(format!(
+                "DoSnapshotSet failed; {name} is not allowed: call AbortBackup and start again"
+            )))
         } else if self.snapshot != Step::Done {
-            Err(bad(format!("{name} must come after a successful DoSnapshotSet")))
+            Err(bad(format!(
+                "{name} must come after a successful DoSnapshotSet"
+            )))
         } else if self.complete != Step::NotCalled {
-            Err(bad(format!("BackupComplete was already called; {name} is out of sequence")))
+            Err(bad(format!(
+                "BackupComplete was already called; {name} is out of sequence"
+            )))
         } else {
             Ok(())
         }
@@ -501,7 +568,9 @@ impl Session {
             ));
         }
         if !select_components && self.bcd.writers.iter().any(|w| !w.components.is_empty()) {
-            return Err(bad("components were already added; non-component mode is no longer possible"));
+            return Err(bad(
+                "components were already added; non-component mode is no longer possible",
+            ));
         }
         self.bcd.select_components = select_components;
         self.bcd.bootable_system_state = bootable_system_state;
@@ -621,22 +690,39 @@ impl Session {
                 anc.full_path()
             )));
         }
-        let entry = match self.bcd.writers.iter_mut().find(|w| w.instance_id == instance_id) {
+        let entry = match self
+            .bcd
+            .writers
+            .iter_mut()
+            .find(|w| w.instance_id == instance_id)
+        {
             Some(w) => w,
             None => {
-                self.bcd.writers.push(WriterComponents { writer_id, instance_id, components: Vec::new() });
+                self.bcd.writers.push(WriterComponents {
+                    writer_id,
+                    instance_id,
+                    components: Vec::new(),
+                });
                 self.bcd.writers.last_mut().expect("just pushed")
             }
         };
         // A duplicate is the same writer (class) with the same logical path and name.
-        let dup = entry.components.iter().any(|c| c.logical_path == logical_path && c.name == name);
+        let dup = entry
+            .components
+            .iter()
+            .any(|c| c.logical_path == logical_path && c.name == name);
         if dup {
             return Err(VssError::new(
                 ErrorCode::ObjectAlreadyExists,
-                format!("component '{}' of writer {writer_id} was already added", full_path(logical_path, name)),
+                format!(
+                    "component '{}' of writer {writer_id} was already added",
+                    full_path(logical_path, name)
+                ),
             ));
         }
-        entry.components.push(BcdComponent::new(component_type, logical_path, name));
+        entry
+            .components
+            .push(BcdComponent::new(component_type, logical_path, name));
         Ok(())
     }
 
@@ -644,8 +730,14 @@ impl Session {
     pub fn start_snapshot_set(&mut self, id: Id) -> Result<(), VssError> {
         self.check(Call::StartSnapshotSet)?;
         self.lock_context();
-        self.set = Some(SnapshotSet { id, volumes: Vec::new() });
-        self.bcd.snapshot_set = Some(SnapshotSetDescription { snapshot_set_id: id, snapshots: Vec::new() });
+        self.set = Some(SnapshotSet {
+            id,
+            volumes: Vec::new(),
+        });
+        self.bcd.snapshot_set = Some(SnapshotSetDescription {
+            snapshot_set_id: id,
+            snapshots: Vec::new(),
+        });
         Ok(())
     }
 
@@ -657,7 +749,9 @@ impl Session {
         if set.volumes.len() >= MAX_VOLUMES_PER_SET {
             return Err(VssError::new(
                 ErrorCode::MaximumNumberOfVolumesReached,
-                format!("the set already has {MAX_VOLUMES_PER_SET} volumes, the most a set may have"),
+                format!(
+                    "the set already has {MAX_VOLUMES_PER_SET} volumes, the most a set may have"
+                ),
             ));
         }
         if set.volumes.iter().any(|v| v.volume == volume) {
@@ -696,7 +790,11 @@ impl Session {
     ) -> Result<(), VssError> {
         self.check(Call::SetBackupSucceeded)?;
         self.lock_context();
-        let w = self.bcd.writers.iter_mut().find(|w| w.instance_id == instance_id);
+        let w = self
+            .bcd
+            .writers
+            .iter_mut()
+            .find(|w| w.instance_id == instance_id);
         let Some(w) = w.filter(|w| w.writer_id == writer_id) else {
             return Err(VssError::not_found(format!(
                 "writer instance {instance_id} (class {writer_id}) has no component in the backup"
@@ -705,7 +803,11 @@ impl Session {
         let c = w
             .components
             .iter_mut()
-            .find(|c| c.logical_path == logical_path && c.name == name && c.component_type == component_type)
+            .find(|c| {
+                c.logical_path == logical_path
+                    && c.name == name
+                    && c.component_type == component_type
+            })
             .ok_or_else(|| {
                 VssError::not_found(format!(
                     "component '{}' ({component_type}) was not added to the backup",
@@ -736,18 +838,26 @@ impl Session {
                 .writers
                 .iter()
                 .any(|c| c.instance_id == w.metadata.instance_id && !c.components.is_empty());
-            w.participation = if !select || included { Participation::Full } else { Participation::PrepareOnly };
+            w.participation = if !select || included {
+                Participation::Full
+            } else {
+                Participation::PrepareOnly
+            };
         }
     }
 
     /// Writers that take part fully.
     pub fn participants(&self) -> impl Iterator<Item = &WriterRecord> {
-        self.writers.iter().filter(|w| w.participation == Participation::Full)
+        self.writers
+            .iter()
+            .filter(|w| w.participation == Participation::Full)
     }
 
     /// The writer record of an instance.
     pub fn writer_mut(&mut self, instance_id: Id) -> Option<&mut WriterRecord> {
-        self.writers.iter_mut().find(|w| w.metadata.instance_id == instance_id)
+        self.writers
+            .iter_mut()
+            .find(|w| w.metadata.instance_id == instance_id)
     }
 
     /// The BCD components of one writer instance (what its events carry), or `None` in
@@ -756,7 +866,12 @@ impl Session {
         if !self.bcd.select_components {
             return None;
         }
-        Some(self.bcd.writer(instance_id).map(|w| w.components.clone()).unwrap_or_default())
+        Some(
+            self.bcd
+                .writer(instance_id)
+                .map(|w| w.components.clone())
+                .unwrap_or_default(),
+        )
     }
 
     /// The metadata of the session's writers.

@@ -6,8 +6,8 @@
 //! `IDENTIFICATION`, `RESTORE_METHOD`, `BACKUP_LOCATIONS`, `FILE_GROUP`, `DATABASE`, ...).
 
 use crate::{
-    ApplicationLevel, ComponentType, ErrorCode, Id, RestoreMethod, SourceType, UsageType,
-    VssError, WriterRestore,
+    ApplicationLevel, ComponentType, ErrorCode, Id, RestoreMethod, SourceType, UsageType, VssError,
+    WriterRestore,
 };
 
 /// The IDL marks optional fields nullable (`?int`): an explicit `null` means the default.
@@ -49,7 +49,10 @@ pub struct WriterMetadata {
     /// Friendly name of the writer class.
     pub writer_name: String,
     /// Name of this instance (unique among instances of the class).
-    #[cfg_attr(feature = "serde", serde(default, deserialize_with = "nullable::or_default"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, deserialize_with = "nullable::or_default")
+    )]
     pub instance_name: String,
     /// `VSS_USAGE_TYPE`.
     pub usage_type: UsageType,
@@ -58,23 +61,41 @@ pub struct WriterMetadata {
     /// `VSS_APPLICATION_LEVEL`: decides the freeze wave.
     pub application_level: ApplicationLevel,
     /// Longest time from Freeze to Thaw the writer accepts, in ms (60 000 by default).
-    #[cfg_attr(feature = "serde", serde(default = "default_freeze_timeout", deserialize_with = "nullable::freeze_timeout"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            default = "default_freeze_timeout",
+            deserialize_with = "nullable::freeze_timeout"
+        )
+    )]
     pub freeze_timeout_ms: u64,
     /// Restore method of the writer.
     pub restore_method: RestoreMethod,
     /// Whether the writer needs restore events.
     pub writer_restore: WriterRestore,
     /// Service name for the STOP_RESTORE_START family of methods.
-    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub restore_service: Option<String>,
     /// `VSS_BACKUP_SCHEMA` mask.
-    #[cfg_attr(feature = "serde", serde(default, deserialize_with = "nullable::or_default"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, deserialize_with = "nullable::or_default")
+    )]
     pub backup_schema: u32,
     /// Writer version, `major.minor`.
-    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub version: Option<String>,
     /// Files that must never be backed up (override every component's files).
-    #[cfg_attr(feature = "serde", serde(default, deserialize_with = "nullable::or_default"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, deserialize_with = "nullable::or_default")
+    )]
     pub exclude_files: Vec<FileSpec>,
     /// The components the writer could back up.
     pub components: Vec<WmdComponent>,
@@ -93,35 +114,62 @@ pub struct WmdComponent {
     /// `VSS_CT_DATABASE` or `VSS_CT_FILEGROUP`.
     pub component_type: ComponentType,
     /// Backslash-separated logical path; empty for the root.
-    #[cfg_attr(feature = "serde", serde(default, deserialize_with = "nullable::or_default"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, deserialize_with = "nullable::or_default")
+    )]
     pub logical_path: String,
     /// Component name (unique within the logical path).
     pub name: String,
     /// Display caption.
-    #[cfg_attr(feature = "serde", serde(default, deserialize_with = "nullable::or_default"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, deserialize_with = "nullable::or_default")
+    )]
     pub caption: String,
     /// Selectable for backup (the requester chooses it) or not (it comes along).
     pub selectable: bool,
     /// Selectable for restore on its own.
-    #[cfg_attr(feature = "serde", serde(default, deserialize_with = "nullable::or_default"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, deserialize_with = "nullable::or_default")
+    )]
     pub selectable_for_restore: bool,
     /// The writer wants BackupComplete for this component.
-    #[cfg_attr(feature = "serde", serde(default = "yes", deserialize_with = "nullable::yes"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default = "yes", deserialize_with = "nullable::yes")
+    )]
     pub notify_on_backup_complete: bool,
     /// The writer stores restore metadata for this component.
-    #[cfg_attr(feature = "serde", serde(default, deserialize_with = "nullable::or_default"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, deserialize_with = "nullable::or_default")
+    )]
     pub restore_metadata: bool,
     /// `VSS_COMPONENT_FLAGS`.
-    #[cfg_attr(feature = "serde", serde(default, deserialize_with = "nullable::or_default"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, deserialize_with = "nullable::or_default")
+    )]
     pub component_flags: u32,
     /// File sets (file groups) or database files (databases).
-    #[cfg_attr(feature = "serde", serde(default, deserialize_with = "nullable::or_default"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, deserialize_with = "nullable::or_default")
+    )]
     pub files: Vec<FileSpec>,
     /// Database log files (databases only).
-    #[cfg_attr(feature = "serde", serde(default, deserialize_with = "nullable::or_default"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, deserialize_with = "nullable::or_default")
+    )]
     pub log_files: Vec<FileSpec>,
     /// Components this one depends on.
-    #[cfg_attr(feature = "serde", serde(default, deserialize_with = "nullable::or_default"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, deserialize_with = "nullable::or_default")
+    )]
     pub dependencies: Vec<Dependency>,
 }
 
@@ -140,13 +188,22 @@ pub struct FileSpec {
     /// Pattern with `*` and `?`.
     pub filespec: String,
     /// Include subdirectories.
-    #[cfg_attr(feature = "serde", serde(default, deserialize_with = "nullable::or_default"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, deserialize_with = "nullable::or_default")
+    )]
     pub recursive: bool,
     /// Where to copy from instead of the original (file groups only).
-    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub alternate_path: Option<String>,
     /// `VSS_FILE_SPEC_BACKUP_TYPE` mask (0xF0F by default).
-    #[cfg_attr(feature = "serde", serde(default = "default_mask", deserialize_with = "nullable::mask"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default = "default_mask", deserialize_with = "nullable::mask")
+    )]
     pub backup_type_mask: u32,
 }
 
@@ -163,7 +220,10 @@ pub struct Dependency {
     /// Writer class of the component depended on.
     pub writer_id: Id,
     /// Its logical path.
-    #[cfg_attr(feature = "serde", serde(default, deserialize_with = "nullable::or_default"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, deserialize_with = "nullable::or_default")
+    )]
     pub logical_path: String,
     /// Its name.
     pub name: String,
@@ -207,15 +267,24 @@ impl WriterMetadata {
             return bad("the writer name is empty".into());
         }
         if self.freeze_timeout_ms == 0 {
-            return bad(format!("writer '{}' declares a freeze timeout of 0 ms", self.writer_name));
+            return bad(format!(
+                "writer '{}' declares a freeze timeout of 0 ms",
+                self.writer_name
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for c in &self.components {
             if c.name.is_empty() {
-                return bad(format!("writer '{}' has a component without a name", self.writer_name));
+                return bad(format!(
+                    "writer '{}' has a component without a name",
+                    self.writer_name
+                ));
             }
             if c.component_type == ComponentType::Undefined {
-                return bad(format!("component '{}' has type VSS_CT_UNDEFINED", c.full_path()));
+                return bad(format!(
+                    "component '{}' has type VSS_CT_UNDEFINED",
+                    c.full_path()
+                ));
             }
             if !seen.insert((c.logical_path.clone(), c.name.clone())) {
                 return bad(format!("component '{}' is declared twice", c.full_path()));
@@ -235,7 +304,9 @@ impl WriterMetadata {
 
     /// The component with this logical path and name.
     pub fn component(&self, logical_path: &str, name: &str) -> Option<&WmdComponent> {
-        self.components.iter().find(|c| c.logical_path == logical_path && c.name == name)
+        self.components
+            .iter()
+            .find(|c| c.logical_path == logical_path && c.name == name)
     }
 }
 

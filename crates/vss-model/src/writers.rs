@@ -87,7 +87,9 @@ impl WriterRecord {
             | WriterEvent::Thaw
             | WriterEvent::PostSnapshot
             | WriterEvent::BackupComplete => self.participation == Full && !self.failed_event,
-            WriterEvent::Abort => self.participation == Full && !self.past_post_snapshot && !self.aborted,
+            WriterEvent::Abort => {
+                self.participation == Full && !self.past_post_snapshot && !self.aborted
+            }
             WriterEvent::BackupShutdown => self.participation == Full,
             // Restore participation comes with the restore issue; restore sessions send the
             // restore events to every writer with components selected for restore.
@@ -127,7 +129,9 @@ impl WriterRecord {
 
     fn fail(&mut self, event: WriterEvent, code: ErrorCode, message: Option<String>) {
         // Abort has no FAILED_AT state; a writer that fails Abort keeps what it had.
-        let Some(state) = event.failed_state() else { return };
+        let Some(state) = event.failed_state() else {
+            return;
+        };
         if self.failed_event {
             // The first failure is the one that counts.
             return;
@@ -221,7 +225,13 @@ mod tests {
             assert_eq!(r.state, state);
             assert_eq!(r.failure, Some(ErrorCode::WriterErrorRetryable));
             // Afterwards only Abort (if before PostSnapshot) and BackupShutdown.
-            for e in [PrepareForSnapshot, Freeze, Thaw, PostSnapshot, BackupComplete] {
+            for e in [
+                PrepareForSnapshot,
+                Freeze,
+                Thaw,
+                PostSnapshot,
+                BackupComplete,
+            ] {
                 assert!(!r.receives(e), "{e} after failing {event}");
             }
             assert!(r.receives(BackupShutdown));
@@ -236,7 +246,10 @@ mod tests {
     fn not_responding_and_abort() {
         let mut r = record(Participation::Full);
         r.record(WriterEvent::PrepareForSnapshot, EventOutcome::Succeeded);
-        r.record(WriterEvent::Freeze, EventOutcome::NotResponding("deadline".into()));
+        r.record(
+            WriterEvent::Freeze,
+            EventOutcome::NotResponding("deadline".into()),
+        );
         assert_eq!(r.state, WriterState::FailedAtFreeze);
         assert_eq!(r.failure, Some(ErrorCode::WriterNotResponding));
         let mut other = record(Participation::Full);
@@ -249,7 +262,10 @@ mod tests {
         // A failing Abort leaves the state alone.
         let mut third = record(Participation::Full);
         third.record(WriterEvent::Freeze, EventOutcome::Succeeded);
-        third.record(WriterEvent::Abort, EventOutcome::NotResponding("gone".into()));
+        third.record(
+            WriterEvent::Abort,
+            EventOutcome::NotResponding("gone".into()),
+        );
         assert_eq!(third.state, WriterState::WaitingForThaw);
     }
 

@@ -49,7 +49,10 @@ impl RawCall {
             serde_json::Value::Null => None,
             v => Some(v),
         };
-        RawCall { method: method.to_owned(), parameters }
+        RawCall {
+            method: method.to_owned(),
+            parameters,
+        }
     }
 
     /// Decodes the parameters as `P`; a missing parameter object counts as `{}`. A mismatch is
@@ -117,7 +120,10 @@ impl WireError {
                 Some(code) => VssError::new(code, message),
                 None => VssError::new(
                     fallback,
-                    format!("peer reported unknown code {} ({:#x}): {message}", self.code, self.hresult),
+                    format!(
+                        "peer reported unknown code {} ({:#x}): {message}",
+                        self.code, self.hresult
+                    ),
                 ),
             },
         }
@@ -156,9 +162,14 @@ pub struct RawReply {
 impl RawReply {
     /// Decodes the reply as `T` or as an error.
     pub fn decode<T: DeserializeOwned>(self) -> Result<Decoded<T>, serde_json::Error> {
-        let params = self.parameters.unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+        let params = self
+            .parameters
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
         match self.error {
-            Some(name) => Ok(Decoded::Error { name, parameters: params }),
+            Some(name) => Ok(Decoded::Error {
+                name,
+                parameters: params,
+            }),
             None => serde_json::from_value(params).map(Decoded::Ok),
         }
     }
@@ -167,7 +178,9 @@ impl RawReply {
 /// Parses an id parameter, naming the parameter in the `E_INVALIDARG` message.
 pub fn parse_id(what: &str, s: &str) -> Result<uuid::Uuid, VssError> {
     uuid::Uuid::parse_str(s.trim_start_matches('{').trim_end_matches('}')).map_err(|_| {
-        VssError::invalid_arg(format!("{what} '{s}' is not a UUID (like 6ba7b810-9dad-11d1-80b4-00c04fd430c8)"))
+        VssError::invalid_arg(format!(
+            "{what} '{s}' is not a UUID (like 6ba7b810-9dad-11d1-80b4-00c04fd430c8)"
+        ))
     })
 }
 
@@ -177,15 +190,30 @@ mod tests {
 
     #[test]
     fn raw_call_round_trip_and_bad_params() {
-        let c = RawCall::new("vss.Requester.SetContext", &requester::SetContext { context: 0x10 });
+        let c = RawCall::new(
+            "vss.Requester.SetContext",
+            &requester::SetContext { context: 0x10 },
+        );
         let s = serde_json::to_string(&c).unwrap();
-        assert_eq!(s, r#"{"method":"vss.Requester.SetContext","parameters":{"context":16}}"#);
+        assert_eq!(
+            s,
+            r#"{"method":"vss.Requester.SetContext","parameters":{"context":16}}"#
+        );
         let back: RawCall = serde_json::from_str(&s).unwrap();
-        assert_eq!(back.params::<requester::SetContext>().unwrap().context, 0x10);
-        let bad: RawCall =
-            serde_json::from_str(r#"{"method":"vss.Requester.SetContext","parameters":{"context":"x"}}"#).unwrap();
-        assert_eq!(bad.params::<requester::SetContext>().unwrap_err().code, ErrorCode::InvalidArg);
-        let none: RawCall = serde_json::from_str(r#"{"method":"vss.Requester.StartSnapshotSet"}"#).unwrap();
+        assert_eq!(
+            back.params::<requester::SetContext>().unwrap().context,
+            0x10
+        );
+        let bad: RawCall = serde_json::from_str(
+            r#"{"method":"vss.Requester.SetContext","parameters":{"context":"x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            bad.params::<requester::SetContext>().unwrap_err().code,
+            ErrorCode::InvalidArg
+        );
+        let none: RawCall =
+            serde_json::from_str(r#"{"method":"vss.Requester.StartSnapshotSet"}"#).unwrap();
         none.params::<Empty>().unwrap();
     }
 
@@ -195,8 +223,15 @@ mod tests {
         let w = WireError::from(&e);
         assert_eq!(w.hresult, 2_147_754_753);
         assert_eq!(w.to_vss_error(ErrorCode::Unexpected), e);
-        let unknown = WireError { code: "X".into(), hresult: 1, message: None };
-        assert_eq!(unknown.to_vss_error(ErrorCode::Unexpected).code, ErrorCode::Unexpected);
+        let unknown = WireError {
+            code: "X".into(),
+            hresult: 1,
+            message: None,
+        };
+        assert_eq!(
+            unknown.to_vss_error(ErrorCode::Unexpected).code,
+            ErrorCode::Unexpected
+        );
     }
 
     #[test]
@@ -204,10 +239,16 @@ mod tests {
         assert!(REQUESTER_IDL.contains("interface vss.Requester"));
         assert!(WRITER_IDL.contains("interface vss.Writer"));
         for m in requester::METHODS {
-            assert!(REQUESTER_IDL.contains(&format!("method {m}(")), "{m} missing from the IDL");
+            assert!(
+                REQUESTER_IDL.contains(&format!("method {m}(")),
+                "{m} missing from the IDL"
+            );
         }
         for m in writer::METHODS {
-            assert!(WRITER_IDL.contains(&format!("method {m}(")), "{m} missing from the IDL");
+            assert!(
+                WRITER_IDL.contains(&format!("method {m}(")),
+                "{m} missing from the IDL"
+            );
         }
     }
 }

@@ -336,6 +336,10 @@ impl From<&vss_model::AsyncStatus> for StatusReply {
             vss_model::AsyncStatus::Failed(e) => Some(e.message.clone()),
             _ => None,
         };
-        StatusReply { code: s.name().to_owned(), hresult: s.hresult(), message }
+        StatusReply {
+            code: s.name().to_owned(),
+            hresult: s.hresult(),
+            message,
+        }
     }
 }

@@ -47,7 +47,10 @@ pub async fn connect(path: &Path) -> Result<Connection, CallError> {
             let stream = zlink::tokio::unix::Stream::try_from(stream).map_err(io)?;
             Ok(Connection::new(stream))
         }
-        Err(source) => Err(CallError::Connect { path: path.to_owned(), source }),
+        Err(source) => Err(CallError::Connect {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -59,28 +62,50 @@ pub async fn call<P: Serialize, R: DeserializeOwned>(
 ) -> Result<Decoded<R>, CallError> {
     let raw = RawCall::new(method, params);
     conn.send_call(&Call::new(&raw), vec![]).await.map_err(io)?;
-    let reply = match conn.receive_reply::<serde_json::Value, ErrorReply<serde_json::Value>>().await {
+    let reply = match conn
+        .receive_reply::<serde_json::Value, ErrorReply<serde_json::Value>>()
+        .await
+    {
         Ok((reply, _fds)) => reply,
         // Standard org.varlink.service errors (MethodNotFound from an older peer, ...) come back
         // as error replies like any other, so callers can map them to VSS errors.
         Err(zlink::Error::VarlinkService(e)) => {
             let (name, parameters) = varlink_service_error(e.inner());
-            Err(ErrorReply { error: name.to_owned(), parameters })
+            Err(ErrorReply {
+                error: name.to_owned(),
+                parameters,
+            })
         }
-        Err(zlink::Error::UnknownErrorReply(name)) => {
-            Err(ErrorReply { error: name, parameters: serde_json::Value::Null })
-        }
+        Err(zlink::Error::UnknownErrorReply(name)) => Err(ErrorReply {
+            error: name,
+            parameters: serde_json::Value::Null,
+        }),
         Err(other) => return Err(io(other)),
     };
     let raw = match reply {
-        Ok(r) => RawReply { error: None, parameters: r.into_parameters(), continues: None },
-        Err(e) => RawReply { error: Some(e.error), parameters: Some(e.parameters), continues: None },
+        Ok(r) => RawReply {
+            error: None,
+            parameters: r.into_parameters(),
+            continues: None,
+        },
+        Err(e) => RawReply {
+            error: Some(e.error),
+            parameters: Some(e.parameters),
+            continues: None,
+        },
     };
-    let size = raw.parameters.as_ref().map(|p| p.to_string().len()).unwrap_or(0);
+    let size = raw
+        .parameters
+        .as_ref()
+        .map(|p| p.to_string().len())
+        .unwrap_or(0);
     if size > crate::MAX_MESSAGE_BYTES {
-        return Err(CallError::Malformed(format!("reply of {size} bytes exceeds the limit")));
+        return Err(CallError::Malformed(format!(
+            "reply of {size} bytes exceeds the limit"
+        )));
     }
-    raw.decode::<R>().map_err(|e| CallError::Malformed(format!("{method}: {e}")))
+    raw.decode::<R>()
+        .map_err(|e| CallError::Malformed(format!("{method}: {e}")))
 }
 
 /// [`call`] with a deadline.
@@ -102,9 +127,15 @@ pub async fn receive_call(conn: &mut Connection) -> Result<Option<RawCall>, Call
     match conn.receive_call::<RawCall>().await {
         Ok((call, _fds)) => {
             let raw = call.method().clone();
-            let size = raw.parameters.as_ref().map(|p| p.to_string().len()).unwrap_or(0);
+            let size = raw
+                .parameters
+                .as_ref()
+                .map(|p| p.to_string().len())
+                .unwrap_or(0);
             if size > crate::MAX_MESSAGE_BYTES {
-                return Err(CallError::Malformed(format!("call of {size} bytes exceeds the limit")));
+                return Err(CallError::Malformed(format!(
+                    "call of {size} bytes exceeds the limit"
+                )));
             }
             Ok(Some(raw))
         }
@@ -116,14 +147,26 @@ pub async fn receive_call(conn: &mut Connection) -> Result<Option<RawCall>, Call
 }
 
 /// Sends a successful reply with parameters `params`.
-pub async fn reply<T: Serialize + std::fmt::Debug>(conn: &mut Connection, params: &T) -> Result<(), CallError> {
+pub async fn reply<T: Serialize + std::fmt::Debug>(
+    conn: &mut Connection,
+    params: &T,
+) -> Result<(), CallError> {
     let v = serde_json::to_value(params).map_err(|e| CallError::Malformed(e.to_string()))?;
-    conn.send_reply(&Reply::new(Some(v)), vec![]).await.map_err(io)
+    conn.send_reply(&Reply::new(Some(v)), vec![])
+        .await
+        .map_err(io)
 }
 
 /// Sends an error reply `name(code, hresult, message)`.
-pub async fn reply_error(conn: &mut Connection, name: &str, error: &VssError) -> Result<(), CallError> {
-    let e = ErrorReply { error: name.to_owned(), parameters: WireError::from(error) };
+pub async fn reply_error(
+    conn: &mut Connection,
+    name: &str,
+    error: &VssError,
+) -> Result<(), CallError> {
+    let e = ErrorReply {
+        error: name.to_owned(),
+        parameters: WireError::from(error),
+    };
     conn.send_error(&e, vec![]).await.map_err(io)
 }
 
@@ -137,19 +180,33 @@ pub async fn reply_method_not_found(conn: &mut Connection, method: &str) -> Resu
 }
 
 /// Sends any varlink error with JSON parameters (e.g. `org.varlink.service.InterfaceNotFound`).
-pub async fn reply_varlink_error(conn: &mut Connection, name: &str, parameters: serde_json::Value) -> Result<(), CallError> {
-    let e = ErrorReply { error: name.to_owned(), parameters };
+pub async fn reply_varlink_error(
+    conn: &mut Connection,
+    name: &str,
+    parameters: serde_json::Value,
+) -> Result<(), CallError> {
+    let e = ErrorReply {
+        error: name.to_owned(),
+        parameters,
+    };
     conn.send_error(&e, vec![]).await.map_err(io)
 }
 
 /// Interprets an error reply of either interface as a [`VssError`]; errors that are not ours
 /// (e.g. `org.varlink.service.MethodNotFound`) become `fallback` with the name in the message.
-pub fn error_reply_to_vss(name: &str, parameters: &serde_json::Value, fallback: ErrorCode) -> VssError {
+pub fn error_reply_to_vss(
+    name: &str,
+    parameters: &serde_json::Value,
+    fallback: ErrorCode,
+) -> VssError {
     match serde_json::from_value::<WireError>(parameters.clone()) {
-        Ok(w) if name.ends_with(".VssError") || name.ends_with(".WriterFailure") => w.to_vss_error(fallback),
+        Ok(w) if name.ends_with(".VssError") || name.ends_with(".WriterFailure") => {
+            w.to_vss_error(fallback)
+        }
         _ => {
             let code = match name {
-                "org.varlink.service.MethodNotFound" | "org.varlink.service.MethodNotImplemented"
+                "org.varlink.service.MethodNotFound"
+                | "org.varlink.service.MethodNotImplemented"
                 | "org.varlink.service.InterfaceNotFound" => ErrorCode::NotImpl,
                 "org.varlink.service.InvalidParameter" => ErrorCode::InvalidArg,
                 "org.varlink.service.PermissionDenied" => ErrorCode::AccessDenied,
@@ -164,33 +221,47 @@ pub fn error_reply_to_vss(name: &str, parameters: &serde_json::Value, fallback: 
 pub fn into_result<T>(d: Decoded<T>, fallback: ErrorCode) -> Result<T, VssError> {
     match d {
         Decoded::Ok(t) => Ok(t),
-        Decoded::Error { name, parameters } => Err(error_reply_to_vss(&name, &parameters, fallback)),
+        Decoded::Error { name, parameters } => {
+            Err(error_reply_to_vss(&name, &parameters, fallback))
+        }
     }
 }
 
-fn varlink_service_error(e: &zlink::varlink_service::Error<'_>) -> (&'static str, serde_json::Value) {
+fn varlink_service_error(
+    e: &zlink::varlink_service::Error<'_>,
+) -> (&'static str, serde_json::Value) {
     use zlink::varlink_service::Error as E;
     match e {
-        E::InterfaceNotFound { interface } => {
-            ("org.varlink.service.InterfaceNotFound", serde_json::json!({ "interface": interface }))
-        }
-        E::MethodNotFound { method } => {
-            ("org.varlink.service.MethodNotFound", serde_json::json!({ "method": method }))
-        }
-        E::MethodNotImplemented { method } => {
-            ("org.varlink.service.MethodNotImplemented", serde_json::json!({ "method": method }))
-        }
-        E::InvalidParameter { parameter } => {
-            ("org.varlink.service.InvalidParameter", serde_json::json!({ "parameter": parameter }))
-        }
-        E::PermissionDenied => ("org.varlink.service.PermissionDenied", serde_json::json!({})),
+        E::InterfaceNotFound { interface } => (
+            "org.varlink.service.InterfaceNotFound",
+            serde_json::json!({ "interface": interface }),
+        ),
+        E::MethodNotFound { method } => (
+            "org.varlink.service.MethodNotFound",
+            serde_json::json!({ "method": method }),
+        ),
+        E::MethodNotImplemented { method } => (
+            "org.varlink.service.MethodNotImplemented",
+            serde_json::json!({ "method": method }),
+        ),
+        E::InvalidParameter { parameter } => (
+            "org.varlink.service.InvalidParameter",
+            serde_json::json!({ "parameter": parameter }),
+        ),
+        E::PermissionDenied => (
+            "org.varlink.service.PermissionDenied",
+            serde_json::json!({}),
+        ),
         _ => ("org.varlink.service.Error", serde_json::json!({})),
     }
 }
 
 fn is_disconnect(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionReset | BrokenPipe | UnexpectedEof | ConnectionAborted)
+    matches!(
+        e.kind(),
+        ConnectionReset | BrokenPipe | UnexpectedEof | ConnectionAborted
+    )
 }
 
 fn io(e: zlink::Error) -> CallError {

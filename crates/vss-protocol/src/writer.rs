@@ -2,8 +2,8 @@
 //! interfaces/vss.Writer.varlink).
 
 use serde::{Deserialize, Serialize};
-use vss_model::{BackupType, ComponentType};
 pub use vss_model::wmd::WriterMetadata;
+use vss_model::{BackupType, ComponentType};
 
 /// The interface name.
 pub const INTERFACE: &str = "vss.Writer";

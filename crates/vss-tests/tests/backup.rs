@@ -35,7 +35,7 @@ fn flags(params: &serde_json::Value) -> Vec<(String, Option<bool>)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_component_mode_backup_with_two_writers() {
+async fn full_component_mode_backup_with_sdk_and_python_writers() {
     let Some(mut env) = Env::new() else { return };
     let vol = env.volume();
     let data = vol.join("data");
@@ -69,6 +69,16 @@ async fn full_component_mode_backup_with_two_writers() {
             "back-end",
         ],
     );
+    // A writer in Python with the PyPI `varlink` package: the protocol is language neutral.
+    env.start_python_writer(
+        "gamma",
+        &[
+            "--component",
+            &format!(":pyfiles:selectable:{}", data.display()),
+            "--level",
+            "VSS_APP_SYSTEM",
+        ],
+    );
 
     let mut bc = env.requester().await;
     bc.initialize_for_backup(None).await.unwrap();
@@ -77,7 +87,7 @@ async fn full_component_mode_backup_with_two_writers() {
         .unwrap();
     bc.gather_writer_metadata().await.unwrap().await.unwrap();
     let writers = bc.get_writer_metadata().await.unwrap();
-    assert_eq!(writers.len(), 2, "{writers:?}");
+    assert_eq!(writers.len(), 3, "{writers:?}");
     for w in &writers {
         for c in &w.components {
             bc.add_component(
@@ -191,7 +201,7 @@ async fn full_component_mode_backup_with_two_writers() {
     )
     .await;
 
-    for w in ["alpha", "beta"] {
+    for w in ["alpha", "beta", "gamma"] {
         assert_eq!(env.event_names(w), FULL_ORDER, "{w}'s events");
     }
     let bc_params = |w: &str| {
@@ -201,6 +211,11 @@ async fn full_component_mode_backup_with_two_writers() {
             .unwrap()
             .1
     };
+    // gamma's component was never given SetBackupSucceeded: false.
+    assert_eq!(
+        flags(&bc_params("gamma")),
+        vec![("pyfiles".to_owned(), Some(false))]
+    );
     let mut a = flags(&bc_params("alpha"));
     a.sort();
     assert_eq!(

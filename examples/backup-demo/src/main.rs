@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use vss_client::{AsyncStatus, BackupComponents, BackupType, ComponentType};
+use vss_client::{AsyncStatus, BackupComponents, BackupType};
 
 /// Back up volumes through vssd (component mode, full backup) and print the writers' statuses.
 #[derive(Debug, Parser)]
@@ -28,7 +28,8 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to vssd at {}", args.socket.display()))?;
     bc.initialize_for_backup(None).await?;
-    bc.set_backup_state(true, false, BackupType::Full, false).await?;
+    bc.set_backup_state(true, false, BackupType::Full, false)
+        .await?;
     bc.gather_writer_metadata().await?.await?;
     let writers = bc.get_writer_metadata().await?;
     println!("{} writer(s) answered Identify", writers.len());
@@ -39,13 +40,29 @@ async fn main() -> anyhow::Result<()> {
             let top = c.logical_path.is_empty();
             let has_selectable_ancestor = w.components.iter().any(|a| {
                 a.selectable && {
-                    let ap = if a.logical_path.is_empty() { a.name.clone() } else { format!("{}\\{}", a.logical_path, a.name) };
+                    let ap = if a.logical_path.is_empty() {
+                        a.name.clone()
+                    } else {
+                        format!("{}\\{}", a.logical_path, a.name)
+                    };
                     c.logical_path == ap || c.logical_path.starts_with(&format!("{ap}\\"))
                 }
             });
             if (c.selectable && !has_selectable_ancestor) || (!c.selectable && top) {
-                bc.add_component(w.instance_id, w.writer_id, c.component_type, &c.logical_path, &c.name).await?;
-                println!("  including {}:{}{}", w.writer_name, if top { "" } else { &c.logical_path }, c.name);
+                bc.add_component(
+                    w.instance_id,
+                    w.writer_id,
+                    c.component_type,
+                    &c.logical_path,
+                    &c.name,
+                )
+                .await?;
+                println!(
+                    "  including {}:{}{}",
+                    w.writer_name,
+                    if top { "" } else { &c.logical_path },
+                    c.name
+                );
             }
         }
     }
@@ -69,20 +86,51 @@ async fn main() -> anyhow::Result<()> {
         println!("  * SNAPSHOT ID = {id}");
         println!("    - Original volume: {v}");
         println!("    - Readable at: {}", p.snapshot_path);
-        println!("    - Attributes: {}", if p.attribute_names.is_empty() { "Auto release".into() } else { p.attribute_names.join(", ") });
+        println!(
+            "    - Files in the snapshot: {}",
+            count_files(std::path::Path::new(&p.snapshot_path))
+        );
+        println!(
+            "    - Attributes: {}",
+            if p.attribute_names.is_empty() {
+                "Auto release".into()
+            } else {
+                p.attribute_names.join(", ")
+            }
+        );
     }
     // The "backup program" would copy from the snapshot paths here.
     for w in &writers {
         for c in &w.components {
             let _ = bc
-                .set_backup_succeeded(w.instance_id, w.writer_id, c.component_type, &c.logical_path, &c.name, true)
+                .set_backup_succeeded(
+                    w.instance_id,
+                    w.writer_id,
+                    c.component_type,
+                    &c.logical_path,
+                    &c.name,
+                    true,
+                )
                 .await;
         }
     }
-    let _ = ComponentType::FileGroup;
     bc.backup_complete().await?.await?;
     print_status(&mut bc).await?;
     Ok(())
+}
+
+/// What a backup program would copy: the regular files below `dir`.
+fn count_files(dir: &std::path::Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => count_files(&e.path()),
+            Ok(t) if t.is_file() => 1,
+            _ => 0,
+        })
+        .sum()
 }
 
 async fn print_status(bc: &mut BackupComponents) -> anyhow::Result<()> {
@@ -90,7 +138,10 @@ async fn print_status(bc: &mut BackupComponents) -> anyhow::Result<()> {
     for s in bc.get_writer_status().await? {
         println!("* WRITER \"{}\"", s.writer_name);
         println!("  - Status: {} ({})", s.state, s.state_name);
-        println!("  - Writer Failure code: 0x{:08x} ({})", s.failure, s.failure_name);
+        println!(
+            "  - Writer Failure code: 0x{:08x} ({})",
+            s.failure, s.failure_name
+        );
         println!("  - Writer ID: {{{}}}", s.writer_id);
         println!("  - Instance ID: {{{}}}", s.instance_id);
     }

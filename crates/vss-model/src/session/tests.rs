@@ -3,11 +3,14 @@
 
 use super::*;
 use crate::{
-    ApplicationLevel, RestoreMethod, SourceType, UsageType, WriterEvent, WriterRestore, WriterState,
+    ApplicationLevel, RestoreMethod, SourceType, UsageType, WriterEvent, WriterRestore,
+    WriterState,
     wmd::{FileSpec, WmdComponent},
     writers::EventOutcome,
 };
-use ErrorCode::{BadState, InvalidArg, MaximumNumberOfVolumesReached, ObjectAlreadyExists, ObjectNotFound};
+use ErrorCode::{
+    BadState, InvalidArg, MaximumNumberOfVolumesReached, ObjectAlreadyExists, ObjectNotFound,
+};
 
 const W1: u128 = 0x1111;
 const I1: u128 = 0xAAAA;
@@ -104,18 +107,28 @@ fn run(s: &mut Session, a: A) -> Result<(), ErrorCode> {
             s.finish(OpKind::GatherWriterMetadata, true);
         }),
         A::GatherRunning => s.begin(OpKind::GatherWriterMetadata),
-        A::Add(lp, name) => {
-            s.add_component(Id::from_u128(I1), Id::from_u128(W1), ComponentType::FileGroup, lp, name)
+        A::Add(lp, name) => s.add_component(
+            Id::from_u128(I1),
+            Id::from_u128(W1),
+            ComponentType::FileGroup,
+            lp,
+            name,
+        ),
+        A::AddAs(w, i, ct, name) => {
+            s.add_component(Id::from_u128(i), Id::from_u128(w), ct, "", name)
         }
-        A::AddAs(w, i, ct, name) => s.add_component(Id::from_u128(i), Id::from_u128(w), ct, "", name),
         A::Start => s.start_snapshot_set(Id::from_u128(0x5E7)),
         A::Vol(v) => s.add_volume(SetVolume {
             volume: v.into(),
             snapshot_id: Id::new_v4(),
             provider_id: Id::nil(),
         }),
-        A::Prep => s.begin(OpKind::PrepareForBackup).map(|_| s.finish(OpKind::PrepareForBackup, true)),
-        A::Snap(ok) => s.begin(OpKind::DoSnapshotSet).map(|_| s.finish(OpKind::DoSnapshotSet, ok)),
+        A::Prep => s
+            .begin(OpKind::PrepareForBackup)
+            .map(|_| s.finish(OpKind::PrepareForBackup, true)),
+        A::Snap(ok) => s
+            .begin(OpKind::DoSnapshotSet)
+            .map(|_| s.finish(OpKind::DoSnapshotSet, ok)),
         A::SnapRunning => s.begin(OpKind::DoSnapshotSet),
         A::Succ(name, ok) => s.set_backup_succeeded(
             Id::from_u128(I1),
@@ -125,8 +138,12 @@ fn run(s: &mut Session, a: A) -> Result<(), ErrorCode> {
             name,
             ok,
         ),
-        A::Complete => s.begin(OpKind::BackupComplete).map(|_| s.finish(OpKind::BackupComplete, true)),
-        A::Status => s.begin(OpKind::GatherWriterStatus).map(|_| s.finish(OpKind::GatherWriterStatus, true)),
+        A::Complete => s
+            .begin(OpKind::BackupComplete)
+            .map(|_| s.finish(OpKind::BackupComplete, true)),
+        A::Status => s
+            .begin(OpKind::GatherWriterStatus)
+            .map(|_| s.finish(OpKind::GatherWriterStatus, true)),
         A::GetStatus => s.check(Call::GetWriterStatus),
         A::GetMeta => s.check(Call::GetWriterMetadata),
         A::Abort => s.abort_backup().map(|_| ()),
@@ -148,8 +165,25 @@ fn session_after(prefix: &[A]) -> Session {
 use A::*;
 const FULL: BackupType = BackupType::Full;
 /// A standard component-mode backup up to a successful DoSnapshotSet.
-const TO_SNAP: &[A] = &[InitB, State(true, FULL), Gather(true), Add("", "db"), Start, Vol("/v"), Prep, Snap(true)];
-const TO_PREP: &[A] = &[InitB, State(true, FULL), Gather(true), Add("", "db"), Start, Vol("/v"), Prep];
+const TO_SNAP: &[A] = &[
+    InitB,
+    State(true, FULL),
+    Gather(true),
+    Add("", "db"),
+    Start,
+    Vol("/v"),
+    Prep,
+    Snap(true),
+];
+const TO_PREP: &[A] = &[
+    InitB,
+    State(true, FULL),
+    Gather(true),
+    Add("", "db"),
+    Start,
+    Vol("/v"),
+    Prep,
+];
 
 /// One row: name, the calls made before, the call under test, the expected result.
 type Row = (&'static str, &'static [A], A, Result<(), ErrorCode>);
@@ -171,36 +205,156 @@ fn call_order_table() {
         // SetContext.
         ("context right after init", &[InitB], Ctx(0x10), ok),
         ("context twice", &[InitB, Ctx(0)], Ctx(0), Err(BadState)),
-        ("context after another call", &[InitB, State(true, FULL)], Ctx(0), Err(BadState)),
+        (
+            "context after another call",
+            &[InitB, State(true, FULL)],
+            Ctx(0),
+            Err(BadState),
+        ),
         ("context all", &[InitB], Ctx(-1), Err(InvalidArg)),
-        ("context garbage", &[InitB], Ctx(0x1234_5678), Err(InvalidArg)),
-        ("context client accessible", &[InitB], Ctx(0x1D), Err(InvalidArg)),
+        (
+            "context garbage",
+            &[InitB],
+            Ctx(0x1234_5678),
+            Err(InvalidArg),
+        ),
+        (
+            "context client accessible",
+            &[InitB],
+            Ctx(0x1D),
+            Err(InvalidArg),
+        ),
         ("context in restore", &[InitR], Ctx(0), Err(BadState)),
         // SetBackupState.
-        ("state undefined type", &[InitB], State(true, BackupType::Undefined), Err(InvalidArg)),
-        ("state in restore", &[InitR], State(true, FULL), Err(BadState)),
-        ("state after prepare", TO_PREP, State(true, FULL), Err(BadState)),
-        ("state twice before prepare", &[InitB, State(true, FULL)], State(true, BackupType::Copy), ok),
+        (
+            "state undefined type",
+            &[InitB],
+            State(true, BackupType::Undefined),
+            Err(InvalidArg),
+        ),
+        (
+            "state in restore",
+            &[InitR],
+            State(true, FULL),
+            Err(BadState),
+        ),
+        (
+            "state after prepare",
+            TO_PREP,
+            State(true, FULL),
+            Err(BadState),
+        ),
+        (
+            "state twice before prepare",
+            &[InitB, State(true, FULL)],
+            State(true, BackupType::Copy),
+            ok,
+        ),
         // GatherWriterMetadata.
-        ("gather twice", &[InitB, Gather(true)], Gather(true), Err(BadState)),
+        (
+            "gather twice",
+            &[InitB, Gather(true)],
+            Gather(true),
+            Err(BadState),
+        ),
         ("gather in restore", &[InitR], Gather(true), ok),
-        ("get metadata before gather", &[InitB], GetMeta, Err(BadState)),
-        ("get metadata while gathering", &[InitB, GatherRunning], GetMeta, Err(BadState)),
-        ("calls while gathering", &[InitB, GatherRunning], Start, Err(BadState)),
+        (
+            "get metadata before gather",
+            &[InitB],
+            GetMeta,
+            Err(BadState),
+        ),
+        (
+            "get metadata while gathering",
+            &[InitB, GatherRunning],
+            GetMeta,
+            Err(BadState),
+        ),
+        (
+            "calls while gathering",
+            &[InitB, GatherRunning],
+            Start,
+            Err(BadState),
+        ),
         // AddComponent.
-        ("add before gather", &[InitB, State(true, FULL)], Add("", "db"), Err(BadState)),
-        ("add without component mode", &[InitB, Gather(true)], Add("", "db"), Err(BadState)),
-        ("add in non-component mode", &[InitB, State(false, FULL), Gather(true)], Add("", "db"), Err(BadState)),
-        ("add in no-writer context", &[InitB, Ctx(0x10), State(true, FULL), Gather(true)], Add("", "db"), Err(BadState)),
-        ("add in restore", &[InitR, Gather(true)], Add("", "db"), Err(BadState)),
-        ("add ok", &[InitB, State(true, FULL), Gather(true)], Add("", "db"), ok),
-        ("add duplicate", &[InitB, State(true, FULL), Gather(true), Add("", "db")], Add("", "db"), Err(ObjectAlreadyExists)),
-        ("add unknown component", &[InitB, State(true, FULL), Gather(true)], Add("", "nope"), Err(ObjectNotFound)),
-        ("add unknown instance", &[InitB, State(true, FULL), Gather(true)], AddAs(W1, 0xDEAD, ComponentType::FileGroup, "db"), Err(ObjectNotFound)),
-        ("add wrong writer class", &[InitB, State(true, FULL), Gather(true)], AddAs(0x2222, I1, ComponentType::FileGroup, "db"), Err(InvalidArg)),
-        ("add wrong type", &[InitB, State(true, FULL), Gather(true)], AddAs(W1, I1, ComponentType::Database, "db"), Err(InvalidArg)),
-        ("add non-selectable with selectable ancestor", &[InitB, State(true, FULL), Gather(true)], Add("set", "child"), Err(InvalidArg)),
-        ("add top-level non-selectable", &[InitB, State(true, FULL), Gather(true)], Add("", "logs"), ok),
+        (
+            "add before gather",
+            &[InitB, State(true, FULL)],
+            Add("", "db"),
+            Err(BadState),
+        ),
+        (
+            "add without component mode",
+            &[InitB, Gather(true)],
+            Add("", "db"),
+            Err(BadState),
+        ),
+        (
+            "add in non-component mode",
+            &[InitB, State(false, FULL), Gather(true)],
+            Add("", "db"),
+            Err(BadState),
+        ),
+        (
+            "add in no-writer context",
+            &[InitB, Ctx(0x10), State(true, FULL), Gather(true)],
+            Add("", "db"),
+            Err(BadState),
+        ),
+        (
+            "add in restore",
+            &[InitR, Gather(true)],
+            Add("", "db"),
+            Err(BadState),
+        ),
+        (
+            "add ok",
+            &[InitB, State(true, FULL), Gather(true)],
+            Add("", "db"),
+            ok,
+        ),
+        (
+            "add duplicate",
+            &[InitB, State(true, FULL), Gather(true), Add("", "db")],
+            Add("", "db"),
+            Err(ObjectAlreadyExists),
+        ),
+        (
+            "add unknown component",
+            &[InitB, State(true, FULL), Gather(true)],
+            Add("", "nope"),
+            Err(ObjectNotFound),
+        ),
+        (
+            "add unknown instance",
+            &[InitB, State(true, FULL), Gather(true)],
+            AddAs(W1, 0xDEAD, ComponentType::FileGroup, "db"),
+            Err(ObjectNotFound),
+        ),
+        (
+            "add wrong writer class",
+            &[InitB, State(true, FULL), Gather(true)],
+            AddAs(0x2222, I1, ComponentType::FileGroup, "db"),
+            Err(InvalidArg),
+        ),
+        (
+            "add wrong type",
+            &[InitB, State(true, FULL), Gather(true)],
+            AddAs(W1, I1, ComponentType::Database, "db"),
+            Err(InvalidArg),
+        ),
+        (
+            "add non-selectable with selectable ancestor",
+            &[InitB, State(true, FULL), Gather(true)],
+            Add("set", "child"),
+            Err(InvalidArg),
+        ),
+        (
+            "add top-level non-selectable",
+            &[InitB, State(true, FULL), Gather(true)],
+            Add("", "logs"),
+            ok,
+        ),
         ("add after prepare", TO_PREP, Add("", "logs"), Err(BadState)),
         // StartSnapshotSet / AddToSnapshotSet.
         ("start ok", &[InitB], Start, ok),
@@ -208,56 +362,312 @@ fn call_order_table() {
         ("start in restore", &[InitR], Start, Err(BadState)),
         ("start after abort", &[InitB, Abort], Start, Err(BadState)),
         ("volume before start", &[InitB], Vol("/v"), Err(BadState)),
-        ("volume duplicate", &[InitB, Start, Vol("/v")], Vol("/v"), Err(ObjectAlreadyExists)),
+        (
+            "volume duplicate",
+            &[InitB, Start, Vol("/v")],
+            Vol("/v"),
+            Err(ObjectAlreadyExists),
+        ),
         ("volume after snapshot", TO_SNAP, Vol("/w"), Err(BadState)),
         ("volume in restore", &[InitR], Vol("/v"), Err(BadState)),
         // PrepareForBackup.
-        ("prepare without state", &[InitB, Gather(true), Start], Prep, Err(BadState)),
-        ("prepare without gather", &[InitB, State(true, FULL), Start], Prep, Err(BadState)),
-        ("prepare without start", &[InitB, State(true, FULL), Gather(true)], Prep, Err(BadState)),
+        (
+            "prepare without state",
+            &[InitB, Gather(true), Start],
+            Prep,
+            Err(BadState),
+        ),
+        (
+            "prepare without gather",
+            &[InitB, State(true, FULL), Start],
+            Prep,
+            Err(BadState),
+        ),
+        (
+            "prepare without start",
+            &[InitB, State(true, FULL), Gather(true)],
+            Prep,
+            Err(BadState),
+        ),
         ("prepare twice", TO_PREP, Prep, Err(BadState)),
-        ("prepare in no-writer context", &[InitB, Ctx(0x10), State(true, FULL), Gather(true), Start], Prep, Err(BadState)),
-        ("prepare in restore", &[InitR, Gather(true)], Prep, Err(BadState)),
-        ("prepare with no components", &[InitB, State(true, FULL), Gather(true), Start], Prep, ok),
+        (
+            "prepare in no-writer context",
+            &[InitB, Ctx(0x10), State(true, FULL), Gather(true), Start],
+            Prep,
+            Err(BadState),
+        ),
+        (
+            "prepare in restore",
+            &[InitR, Gather(true)],
+            Prep,
+            Err(BadState),
+        ),
+        (
+            "prepare with no components",
+            &[InitB, State(true, FULL), Gather(true), Start],
+            Prep,
+            ok,
+        ),
         // DoSnapshotSet.
-        ("snapshot without start", &[InitB, State(true, FULL), Gather(true)], Snap(true), Err(BadState)),
-        ("snapshot without prepare", &[InitB, State(true, FULL), Gather(true), Start, Vol("/v")], Snap(true), Err(BadState)),
-        ("snapshot without gather", &[InitB, State(true, FULL), Start, Vol("/v")], Snap(true), Err(BadState)),
+        (
+            "snapshot without start",
+            &[InitB, State(true, FULL), Gather(true)],
+            Snap(true),
+            Err(BadState),
+        ),
+        (
+            "snapshot without prepare",
+            &[InitB, State(true, FULL), Gather(true), Start, Vol("/v")],
+            Snap(true),
+            Err(BadState),
+        ),
+        (
+            "snapshot without gather",
+            &[InitB, State(true, FULL), Start, Vol("/v")],
+            Snap(true),
+            Err(BadState),
+        ),
         ("snapshot ok", TO_PREP, Snap(true), ok),
         ("snapshot twice", TO_SNAP, Snap(true), Err(BadState)),
-        ("snapshot after failed snapshot", &[InitB, State(true, FULL), Gather(true), Start, Vol("/v"), Prep, Snap(false)], Snap(true), Err(BadState)),
-        ("snapshot no-writer context", &[InitB, Ctx(0x10), Start, Vol("/v")], Snap(true), ok),
-        ("snapshot empty set", &[InitB, State(true, FULL), Gather(true), Start, Prep], Snap(true), ok),
-        ("snapshot after abort", &[InitB, State(true, FULL), Gather(true), Start, Vol("/v"), Prep, Abort], Snap(true), Err(BadState)),
+        (
+            "snapshot after failed snapshot",
+            &[
+                InitB,
+                State(true, FULL),
+                Gather(true),
+                Start,
+                Vol("/v"),
+                Prep,
+                Snap(false),
+            ],
+            Snap(true),
+            Err(BadState),
+        ),
+        (
+            "snapshot no-writer context",
+            &[InitB, Ctx(0x10), Start, Vol("/v")],
+            Snap(true),
+            ok,
+        ),
+        (
+            "snapshot empty set",
+            &[InitB, State(true, FULL), Gather(true), Start, Prep],
+            Snap(true),
+            ok,
+        ),
+        (
+            "snapshot after abort",
+            &[
+                InitB,
+                State(true, FULL),
+                Gather(true),
+                Start,
+                Vol("/v"),
+                Prep,
+                Abort,
+            ],
+            Snap(true),
+            Err(BadState),
+        ),
         ("snapshot in restore", &[InitR], Snap(true), Err(BadState)),
-        ("abort while snapshotting", &[InitB, State(true, FULL), Gather(true), Start, Vol("/v"), Prep, SnapRunning], Abort, Err(BadState)),
-        ("status read while snapshotting", &[InitB, State(true, FULL), Gather(true), Start, Vol("/v"), Prep, Status, SnapRunning], GetStatus, ok),
+        (
+            "abort while snapshotting",
+            &[
+                InitB,
+                State(true, FULL),
+                Gather(true),
+                Start,
+                Vol("/v"),
+                Prep,
+                SnapRunning,
+            ],
+            Abort,
+            Err(BadState),
+        ),
+        (
+            "status read while snapshotting",
+            &[
+                InitB,
+                State(true, FULL),
+                Gather(true),
+                Start,
+                Vol("/v"),
+                Prep,
+                Status,
+                SnapRunning,
+            ],
+            GetStatus,
+            ok,
+        ),
         // SetBackupSucceeded.
-        ("succeeded before snapshot", TO_PREP, Succ("db", true), Err(BadState)),
-        ("succeeded after failed snapshot", &[InitB, State(true, FULL), Gather(true), Add("", "db"), Start, Vol("/v"), Prep, Snap(false)], Succ("db", true), Err(BadState)),
-        ("succeeded unknown component", TO_SNAP, Succ("logs", true), Err(ObjectNotFound)),
+        (
+            "succeeded before snapshot",
+            TO_PREP,
+            Succ("db", true),
+            Err(BadState),
+        ),
+        (
+            "succeeded after failed snapshot",
+            &[
+                InitB,
+                State(true, FULL),
+                Gather(true),
+                Add("", "db"),
+                Start,
+                Vol("/v"),
+                Prep,
+                Snap(false),
+            ],
+            Succ("db", true),
+            Err(BadState),
+        ),
+        (
+            "succeeded unknown component",
+            TO_SNAP,
+            Succ("logs", true),
+            Err(ObjectNotFound),
+        ),
         ("succeeded ok", TO_SNAP, Succ("db", true), ok),
-        ("succeeded after complete", &[InitB, State(true, FULL), Gather(true), Add("", "db"), Start, Vol("/v"), Prep, Snap(true), Complete], Succ("db", true), Err(BadState)),
-        ("succeeded after abort", &[InitB, State(true, FULL), Gather(true), Add("", "db"), Start, Vol("/v"), Prep, Snap(true), Abort], Succ("db", true), Err(BadState)),
+        (
+            "succeeded after complete",
+            &[
+                InitB,
+                State(true, FULL),
+                Gather(true),
+                Add("", "db"),
+                Start,
+                Vol("/v"),
+                Prep,
+                Snap(true),
+                Complete,
+            ],
+            Succ("db", true),
+            Err(BadState),
+        ),
+        (
+            "succeeded after abort",
+            &[
+                InitB,
+                State(true, FULL),
+                Gather(true),
+                Add("", "db"),
+                Start,
+                Vol("/v"),
+                Prep,
+                Snap(true),
+                Abort,
+            ],
+            Succ("db", true),
+            Err(BadState),
+        ),
         // BackupComplete (the standard rules).
         ("complete not initialized", &[], Complete, Err(BadState)),
-        ("complete in restore", &[InitR, Gather(true)], Complete, Err(BadState)),
+        (
+            "complete in restore",
+            &[InitR, Gather(true)],
+            Complete,
+            Err(BadState),
+        ),
         ("complete before snapshot", TO_PREP, Complete, Err(BadState)),
-        ("complete after failed snapshot", &[InitB, State(true, FULL), Gather(true), Add("", "db"), Start, Vol("/v"), Prep, Snap(false)], Complete, Err(BadState)),
+        (
+            "complete after failed snapshot",
+            &[
+                InitB,
+                State(true, FULL),
+                Gather(true),
+                Add("", "db"),
+                Start,
+                Vol("/v"),
+                Prep,
+                Snap(false),
+            ],
+            Complete,
+            Err(BadState),
+        ),
         ("complete ok", TO_SNAP, Complete, ok),
-        ("complete twice", &[InitB, State(true, FULL), Gather(true), Add("", "db"), Start, Vol("/v"), Prep, Snap(true), Complete], Complete, Err(BadState)),
-        ("complete no-writer context", &[InitB, Ctx(0x10), Start, Vol("/v"), Snap(true)], Complete, Err(BadState)),
-        ("complete after abort", &[InitB, State(true, FULL), Gather(true), Add("", "db"), Start, Vol("/v"), Prep, Snap(true), Abort], Complete, Err(BadState)),
+        (
+            "complete twice",
+            &[
+                InitB,
+                State(true, FULL),
+                Gather(true),
+                Add("", "db"),
+                Start,
+                Vol("/v"),
+                Prep,
+                Snap(true),
+                Complete,
+            ],
+            Complete,
+            Err(BadState),
+        ),
+        (
+            "complete no-writer context",
+            &[InitB, Ctx(0x10), Start, Vol("/v"), Snap(true)],
+            Complete,
+            Err(BadState),
+        ),
+        (
+            "complete after abort",
+            &[
+                InitB,
+                State(true, FULL),
+                Gather(true),
+                Add("", "db"),
+                Start,
+                Vol("/v"),
+                Prep,
+                Snap(true),
+                Abort,
+            ],
+            Complete,
+            Err(BadState),
+        ),
         // Status.
-        ("gather status before metadata", &[InitB], Status, Err(BadState)),
-        ("get status before gather status", &[InitB, Gather(true)], GetStatus, Err(BadState)),
-        ("get status ok", &[InitB, Gather(true), Status], GetStatus, ok),
-        ("gather status in restore", &[InitR, Gather(true)], Status, ok),
+        (
+            "gather status before metadata",
+            &[InitB],
+            Status,
+            Err(BadState),
+        ),
+        (
+            "get status before gather status",
+            &[InitB, Gather(true)],
+            GetStatus,
+            Err(BadState),
+        ),
+        (
+            "get status ok",
+            &[InitB, Gather(true), Status],
+            GetStatus,
+            ok,
+        ),
+        (
+            "gather status in restore",
+            &[InitR, Gather(true)],
+            Status,
+            ok,
+        ),
         // AbortBackup.
         ("abort after init", &[InitB], Abort, ok),
         ("abort twice is harmless", &[InitB, Abort], Abort, ok),
         ("abort in restore", &[InitR], Abort, Err(BadState)),
-        ("abort after complete", &[InitB, State(true, FULL), Gather(true), Add("", "db"), Start, Vol("/v"), Prep, Snap(true), Complete], Abort, ok),
+        (
+            "abort after complete",
+            &[
+                InitB,
+                State(true, FULL),
+                Gather(true),
+                Add("", "db"),
+                Start,
+                Vol("/v"),
+                Prep,
+                Snap(true),
+                Complete,
+            ],
+            Abort,
+            ok,
+        ),
         // Administration and reads.
         ("query in backup", &[InitB], Query, ok),
         ("query in restore", &[InitR], Query, Err(BadState)),
@@ -276,7 +686,12 @@ fn call_order_table() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} rows failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} rows failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -284,7 +699,12 @@ fn max_volumes_per_set() {
     let mut s = session_after(&[InitB, Start]);
     for i in 0..MAX_VOLUMES_PER_SET {
         let v = format!("/v{i}");
-        s.add_volume(SetVolume { volume: v, snapshot_id: Id::new_v4(), provider_id: Id::nil() }).unwrap();
+        s.add_volume(SetVolume {
+            volume: v,
+            snapshot_id: Id::new_v4(),
+            provider_id: Id::nil(),
+        })
+        .unwrap();
     }
     let e = s.check_add_volume("/one-more").unwrap_err();
     assert_eq!(e.code, MaximumNumberOfVolumesReached);
@@ -295,13 +715,34 @@ fn participants_are_fixed_at_prepare_for_backup() {
     // Component mode: the writer with an included component takes part, the other only gets
     // PrepareForBackup.
     let s = session_after(TO_PREP);
-    let p: Vec<_> = s.writers.iter().map(|w| (w.metadata.instance_id.as_u128(), w.participation)).collect();
-    assert_eq!(p, vec![(I1, Participation::Full), (0xBBBB, Participation::PrepareOnly)]);
+    let p: Vec<_> = s
+        .writers
+        .iter()
+        .map(|w| (w.metadata.instance_id.as_u128(), w.participation))
+        .collect();
+    assert_eq!(
+        p,
+        vec![
+            (I1, Participation::Full),
+            (0xBBBB, Participation::PrepareOnly)
+        ]
+    );
     assert_eq!(s.event_components(Id::from_u128(I1)).unwrap().len(), 1);
     assert_eq!(s.event_components(Id::from_u128(0xBBBB)).unwrap().len(), 0);
     // Non-component mode: every writer takes part with components null.
-    let s = session_after(&[InitB, State(false, FULL), Gather(true), Start, Vol("/v"), Prep]);
-    assert!(s.writers.iter().all(|w| w.participation == Participation::Full));
+    let s = session_after(&[
+        InitB,
+        State(false, FULL),
+        Gather(true),
+        Start,
+        Vol("/v"),
+        Prep,
+    ]);
+    assert!(
+        s.writers
+            .iter()
+            .all(|w| w.participation == Participation::Full)
+    );
     assert_eq!(s.event_components(Id::from_u128(I1)), None);
 }
 
@@ -320,11 +761,21 @@ fn backup_complete_carries_the_succeeded_flags() {
         Succ("db", true),
     ]);
     let comps = s.event_components(Id::from_u128(I1)).unwrap();
-    let flags: Vec<_> = comps.iter().map(|c| (c.name.as_str(), c.backup_succeeded)).collect();
+    let flags: Vec<_> = comps
+        .iter()
+        .map(|c| (c.name.as_str(), c.backup_succeeded))
+        .collect();
     // "logs" never got SetBackupSucceeded: false.
     assert_eq!(flags, vec![("db", true), ("logs", false)]);
-    s.set_backup_succeeded(Id::from_u128(I1), Id::from_u128(W1), ComponentType::FileGroup, "", "db", false)
-        .unwrap();
+    s.set_backup_succeeded(
+        Id::from_u128(I1),
+        Id::from_u128(W1),
+        ComponentType::FileGroup,
+        "",
+        "db",
+        false,
+    )
+    .unwrap();
     assert!(!s.event_components(Id::from_u128(I1)).unwrap()[0].backup_succeeded);
 }
 
@@ -346,16 +797,34 @@ fn set_lock_is_held_from_start_until_snapshot_ends_or_abort() {
 
 #[test]
 fn backup_shutdown_only_after_prepare_and_never_for_restore() {
-    assert!(!session_after(&[InitB, State(true, FULL), Gather(true), Start]).needs_backup_shutdown());
+    assert!(
+        !session_after(&[InitB, State(true, FULL), Gather(true), Start]).needs_backup_shutdown()
+    );
     assert!(session_after(TO_PREP).needs_backup_shutdown());
     assert!(!session_after(&[InitR, Gather(true)]).needs_backup_shutdown());
 }
 
 #[test]
 fn gather_status_after_complete_closes_writer_sessions_without_changing_state() {
-    let mut s = session_after(&[InitB, State(true, FULL), Gather(true), Add("", "db"), Start, Vol("/v"), Prep, Snap(true)]);
+    let mut s = session_after(&[
+        InitB,
+        State(true, FULL),
+        Gather(true),
+        Add("", "db"),
+        Start,
+        Vol("/v"),
+        Prep,
+        Snap(true),
+    ]);
     let w = s.writer_mut(Id::from_u128(I1)).unwrap();
-    for e in [WriterEvent::PrepareForBackup, WriterEvent::PrepareForSnapshot, WriterEvent::Freeze, WriterEvent::Thaw, WriterEvent::PostSnapshot, WriterEvent::BackupComplete] {
+    for e in [
+        WriterEvent::PrepareForBackup,
+        WriterEvent::PrepareForSnapshot,
+        WriterEvent::Freeze,
+        WriterEvent::Thaw,
+        WriterEvent::PostSnapshot,
+        WriterEvent::BackupComplete,
+    ] {
         w.record(e, EventOutcome::Succeeded);
     }
     run(&mut s, Complete).unwrap();

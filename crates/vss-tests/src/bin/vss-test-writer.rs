@@ -221,7 +221,10 @@ impl TestWriter {
             let mut file = log
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let written = writeln!(file, "{line}")
+            // One write(2) per line: under O_APPEND, writers sharing a log never interleave.
+            let text = format!("{line}\n");
+            let written = file
+                .write_all(text.as_bytes())
                 .and_then(|()| file.flush())
                 .and_then(|()| file.sync_all());
             if let Err(e) = written {
