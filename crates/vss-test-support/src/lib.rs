@@ -482,12 +482,21 @@ mod tests {
         assert!(!mount_points().unwrap().contains(&mount_point));
         assert!(!mount_point.exists());
         assert!(!file.exists());
-        let attached = run("losetup", ["-a"]).unwrap();
-        assert!(
-            !attached.contains(file.to_str().unwrap()),
-            "{} still attached: {attached}",
-            device.display()
-        );
+        // The kernel may finish a detach asynchronously (autoclear while udev still holds the
+        // device), so poll with a generous margin.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let attached = run("losetup", ["-a"]).unwrap();
+            if !attached.contains(file.to_str().unwrap()) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} still attached: {attached}",
+                device.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     #[test]
