@@ -383,6 +383,11 @@ impl Engine {
         v
     }
 
+    /// The registered providers, in the order of automatic choice.
+    pub fn providers(&self) -> Vec<vss_provider::ProviderInfo> {
+        self.providers.iter().map(|p| p.info()).collect()
+    }
+
     /// SaveAsXml.
     pub async fn save_as_xml(&self, ctx: &SessionCtx) -> Result<String, VssError> {
         let mut d = ctx.inner.lock().await;

@@ -145,11 +145,42 @@ fn component_type(s: &str) -> Result<ComponentType, VssError> {
     s.parse()
 }
 
+/// `vss.Admin`: read-only, needs no session.
+fn dispatch_admin(engine: &Engine, name: &str, call: &RawCall) -> Result<Reply, VssError> {
+    use vss_protocol::admin;
+    match name {
+        "ListWriters" => {
+            call.params::<Empty>()?;
+            json(admin::WriterList {
+                writers: engine.writer_history(),
+            })
+        }
+        "ListProviders" => {
+            call.params::<Empty>()?;
+            let providers = engine
+                .providers()
+                .into_iter()
+                .map(|p| admin::Provider {
+                    provider_id: p.id.to_string(),
+                    name: p.name,
+                    provider_type: p.provider_type.name().to_owned(),
+                    version: p.version,
+                })
+                .collect();
+            json(admin::ProviderList { providers })
+        }
+        _ => Ok(Reply::NotFound),
+    }
+}
+
 async fn dispatch(
     engine: &Arc<Engine>,
     ctx: &Arc<SessionCtx>,
     call: &RawCall,
 ) -> Result<Reply, VssError> {
+    if let Some(name) = call.method.strip_prefix("vss.Admin.") {
+        return dispatch_admin(engine, name, call);
+    }
     let Some(name) = call.method.strip_prefix("vss.Requester.") else {
         return match call.method.as_str() {
             "org.varlink.service.GetInfo" => json(serde_json::json!({
@@ -157,13 +188,16 @@ async fn dispatch(
                 "product": "vssd",
                 "version": env!("CARGO_PKG_VERSION"),
                 "url": "https://example.invalid/vss",
-                "interfaces": ["org.varlink.service", "vss.Requester"],
+                "interfaces": ["org.varlink.service", "vss.Requester", "vss.Admin"],
             })),
             "org.varlink.service.GetInterfaceDescription" => {
                 let iface = call.params::<serde_json::Value>()?;
                 match iface.get("interface").and_then(|v| v.as_str()) {
                     Some("vss.Requester") => {
                         json(serde_json::json!({ "description": vss_protocol::REQUESTER_IDL }))
+                    }
+                    Some("vss.Admin") => {
+                        json(serde_json::json!({ "description": vss_protocol::ADMIN_IDL }))
                     }
                     _ => Ok(Reply::InterfaceNotFound),
                 }

@@ -10,6 +10,7 @@
 //! parameters of that one method, so that a call with bad parameters gets a `VssError` reply
 //! (`E_INVALIDARG`) instead of a dropped connection.
 
+pub mod admin;
 pub mod requester;
 pub mod transport;
 pub mod writer;
@@ -22,6 +23,8 @@ pub const PROTOCOL_VERSION: i64 = 1;
 
 /// The `vss.Requester` interface definition.
 pub const REQUESTER_IDL: &str = include_str!("../interfaces/vss.Requester.varlink");
+/// The `vss.Admin` interface definition.
+pub const ADMIN_IDL: &str = include_str!("../interfaces/vss.Admin.varlink");
 /// The `vss.Writer` interface definition.
 pub const WRITER_IDL: &str = include_str!("../interfaces/vss.Writer.varlink");
 
@@ -241,6 +244,12 @@ mod tests {
         for m in requester::METHODS {
             assert!(
                 REQUESTER_IDL.contains(&format!("method {m}(")),
+                "{m} missing from the IDL"
+            );
+        }
+        for m in admin::METHODS {
+            assert!(
+                ADMIN_IDL.contains(&format!("method {m}(")),
                 "{m} missing from the IDL"
             );
         }
