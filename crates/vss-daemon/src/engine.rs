@@ -252,23 +252,65 @@ impl Engine {
         volume: &str,
         provider_id: Option<Id>,
     ) -> Result<Id, VssError> {
-        let mut d = ctx.inner.lock().await;
-        d.session.check(Call::AddToSnapshotSet)?;
+        // Check, then do the provider work without holding the session, then record.
+        let (set_id, context) = {
+            let d = ctx.inner.lock().await;
+            d.session.check(Call::AddToSnapshotSet)?;
+            (
+                d.session.snapshot_set().expect("checked").id,
+                d.session.context(),
+            )
+        };
         let vol_str = volume.to_owned();
         let resolved = tokio::task::spawn_blocking(move || vss_provider::resolve_volume(&vol_str))
             .await
             .map_err(provider_err)??;
         let path = resolved.path.to_string_lossy().into_owned();
-        d.session.check_add_volume(&path)?;
-        let provider = match provider_id {
+        ctx.inner.lock().await.session.check_add_volume(&path)?;
+        let provider = self.choose_provider(&resolved, provider_id).await?;
+        let request = SnapshotRequest {
+            snapshot_set_id: set_id,
+            snapshot_id: Id::new_v4(),
+            volume: resolved,
+            context,
+        };
+        let (p2, r2) = (provider.clone(), request.clone());
+        tokio::task::spawn_blocking(move || p2.begin_prepare(&r2))
+            .await
+            .map_err(provider_err)??;
+        let mut d = ctx.inner.lock().await;
+        let added = d.session.add_volume(SetVolume {
+            volume: path,
+            snapshot_id: request.snapshot_id,
+            provider_id: provider.info().id,
+        });
+        if let Err(e) = added {
+            // The session changed meanwhile: undo BeginPrepareSnapshot.
+            drop(d);
+            let _ = tokio::task::spawn_blocking(move || provider.abort(&request, None)).await;
+            return Err(e);
+        }
+        let id = request.snapshot_id;
+        d.volumes.push(PreparedVolume { request, provider });
+        Ok(id)
+    }
+
+    /// The provider for a volume: the named one if it supports it, else the first that does.
+    async fn choose_provider(
+        &self,
+        volume: &vss_provider::Volume,
+        provider_id: Option<Id>,
+    ) -> Result<Arc<dyn Provider>, VssError> {
+        let path = volume.path.display().to_string();
+        match provider_id {
             Some(pid) => {
                 let p = self.provider_by_id(pid).ok_or_else(|| {
                     VssError::new(
                         ErrorCode::ProviderNotRegistered,
-                        format!("no provider with id {pid} is registered"),
+                        format!("no provider with id {pid} is registered; vss.Admin.ListProviders lists them"),
                     )
                 })?;
-                let (p2, v2) = (p.clone(), resolved.clone());
+                let (p2, v2) = (p.clone(), volume.clone());
                 let ok = tokio::task::spawn_blocking(move || p2.is_volume_supported(&v2))
                     .await
                     .map_err(provider_err)?;
@@ -278,48 +320,32 @@ impl Engine {
                         format!(
                             "provider '{}' cannot snapshot {path} ({})",
                             p.info().name,
-                            resolved.fs_type
+                            volume.fs_type
                         ),
                     ));
                 }
-                p
+                Ok(p)
             }
             None => {
                 let providers = self.providers.clone();
-                let v2 = resolved.clone();
-                tokio::task::spawn_blocking(move || providers.into_iter().find(|p| p.is_volume_supported(&v2)))
-                    .await
-                    .map_err(provider_err)?
-                    .ok_or_else(|| {
-                        VssError::new(
-                            ErrorCode::VolumeNotSupported,
-                            format!(
-                                "no provider can snapshot {path} ({} filesystem); supported: btrfs subvolumes",
-                                resolved.fs_type
-                            ),
-                        )
-                    })?
+                let v2 = volume.clone();
+                let found = tokio::task::spawn_blocking(move || {
+                    providers.into_iter().find(|p| p.is_volume_supported(&v2))
+                })
+                .await
+                .map_err(provider_err)?;
+                found.ok_or_else(|| {
+                    VssError::new(
+                        ErrorCode::VolumeNotSupported,
+                        format!(
+                            "no provider can snapshot {path} ({} filesystem); supported: btrfs \
+                             subvolumes (a btrfs mount point or subvolume root)",
+                            volume.fs_type
+                        ),
+                    )
+                })
             }
-        };
-        let set_id = d.session.snapshot_set().expect("checked").id;
-        let request = SnapshotRequest {
-            snapshot_set_id: set_id,
-            snapshot_id: Id::new_v4(),
-            volume: resolved,
-            context: d.session.context(),
-        };
-        let (p2, r2) = (provider.clone(), request.clone());
-        tokio::task::spawn_blocking(move || p2.begin_prepare(&r2))
-            .await
-            .map_err(provider_err)??;
-        d.session.add_volume(SetVolume {
-            volume: path,
-            snapshot_id: request.snapshot_id,
-            provider_id: provider.info().id,
-        })?;
-        let id = request.snapshot_id;
-        d.volumes.push(PreparedVolume { request, provider });
-        Ok(id)
+        }
     }
 
     /// GetSnapshotProperties.
@@ -693,53 +719,78 @@ impl Engine {
         for h in background {
             let _ = h.await;
         }
-        let mut d = ctx.inner.lock().await;
-        let s = &d.session;
-        if s.mode() == Mode::Backup
-            && s.prepare_step() != Step::NotCalled
-            && !s.is_aborted()
-            && s.snapshot_step() == Step::NotCalled
-        {
+        let abort_targets = {
+            let d = ctx.inner.lock().await;
+            let s = &d.session;
             // The requester vanished between PrepareForBackup and DoSnapshotSet: the writers
             // learn it as an Abort (a failed DoSnapshotSet already sent one).
-            let targets = targets(s, WriterEvent::Abort, &[]);
+            if s.mode() == Mode::Backup
+                && s.prepare_step() != Step::NotCalled
+                && !s.is_aborted()
+                && s.snapshot_step() == Step::NotCalled
+            {
+                targets(s, WriterEvent::Abort, &[])
+            } else {
+                Vec::new()
+            }
+        };
+        if !abort_targets.is_empty() {
             let results = fanout::broadcast(
-                targets,
+                abort_targets,
                 WriterEvent::Abort,
                 self.config.deadlines.abort,
                 fanout::never(),
             )
             .await;
-            record_all(&mut d.session, WriterEvent::Abort, results);
+            record_all(
+                &mut ctx.inner.lock().await.session,
+                WriterEvent::Abort,
+                results,
+            );
         }
-        if d.session.needs_backup_shutdown() {
-            let set_id = d.session.snapshot_set().map(|s| s.id).unwrap_or_default();
-            let params = serde_json::to_value(vss_protocol::writer::BackupShutdownParams {
-                snapshot_set_id: set_id.to_string(),
-            })
-            .expect("serializable");
-            let targets: Vec<Target> = d
-                .session
-                .writers
-                .iter()
-                .filter(|w| w.receives(WriterEvent::BackupShutdown))
-                .map(|w| Target {
-                    instance_id: w.metadata.instance_id,
-                    socket: w.socket.clone().into(),
-                    params: params.clone(),
+        let shutdown_targets = {
+            let d = ctx.inner.lock().await;
+            if d.session.needs_backup_shutdown() {
+                let set_id = d.session.snapshot_set().map(|s| s.id).unwrap_or_default();
+                let params = serde_json::to_value(vss_protocol::writer::BackupShutdownParams {
+                    snapshot_set_id: set_id.to_string(),
                 })
-                .collect();
+                .expect("serializable");
+                d.session
+                    .writers
+                    .iter()
+                    .filter(|w| w.receives(WriterEvent::BackupShutdown))
+                    .map(|w| Target {
+                        instance_id: w.metadata.instance_id,
+                        socket: w.socket.clone().into(),
+                        params: params.clone(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        };
+        if !shutdown_targets.is_empty() {
             let results = fanout::broadcast(
-                targets,
+                shutdown_targets,
                 WriterEvent::BackupShutdown,
                 self.config.deadlines.backup_shutdown,
                 fanout::never(),
             )
             .await;
-            record_all(&mut d.session, WriterEvent::BackupShutdown, results);
+            record_all(
+                &mut ctx.inner.lock().await.session,
+                WriterEvent::BackupShutdown,
+                results,
+            );
         }
-        self.remember_writers(&d.session);
-        let committed = std::mem::take(&mut d.committed);
+        let committed = {
+            let mut d = ctx.inner.lock().await;
+            self.remember_writers(&d.session);
+            d.set_lock = None;
+            self.ops.remove(&d.ops);
+            std::mem::take(&mut d.committed)
+        };
         for (rec, provider) in committed {
             if !rec.auto_release() {
                 continue;
@@ -749,12 +800,10 @@ impl Engine {
                     tracing::info!(snapshot = %rec.snapshot_id, "released auto-release snapshot")
                 }
                 Err(e) => {
-                    tracing::error!(snapshot = %rec.snapshot_id, "cannot release snapshot: {e}")
+                    tracing::error!(snapshot = %rec.snapshot_id, "cannot release snapshot: {e}; it stays in the catalog and the next vssd start retries")
                 }
             }
         }
-        d.set_lock = None;
-        self.ops.remove(&d.ops);
     }
 
     // ----- helpers for the snapshot driver --------------------------------------------------

@@ -52,13 +52,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     tracing::info!(socket = %config.socket.display(), writers = %config.writers_dir.display(), "vssd listening");
     tokio::pin!(shutdown);
+    // On shutdown every live session is ended as if its requester had closed: writers get
+    // BackupShutdown, auto-release snapshots are deleted, the lock is released.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok(Some(conn)) => {
-                    let engine = engine.clone();
-                    tokio::spawn(async move { serve_connection(engine, conn).await });
+                    let (engine, stop) = (engine.clone(), stop_rx.clone());
+                    connections.spawn(async move { serve_connection(engine, conn, stop).await });
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -68,12 +73,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             },
         }
     }
+    drop(listener);
     let _ = std::fs::remove_file(&config.socket);
+    if !connections.is_empty() {
+        tracing::info!(sessions = connections.len(), "ending live sessions");
+    }
+    let _ = stop_tx.send(true);
+    while connections.join_next().await.is_some() {}
     tracing::info!("vssd stopped");
     Ok(())
 }
 
-async fn serve_connection(engine: Arc<Engine>, mut conn: Connection) {
+async fn serve_connection(
+    engine: Arc<Engine>,
+    mut conn: Connection,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let uid = match conn.peer_credentials().await {
         Ok(c) => c.unix_user_id().as_raw(),
         Err(e) => {
@@ -84,7 +99,11 @@ async fn serve_connection(engine: Arc<Engine>, mut conn: Connection) {
     let ctx = SessionCtx::new(uid);
     tracing::debug!(uid, "requester connected");
     loop {
-        let call = match transport::receive_call(&mut conn).await {
+        let received = tokio::select! {
+            r = transport::receive_call(&mut conn) => r,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let call = match received {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => {
@@ -93,7 +112,10 @@ async fn serve_connection(engine: Arc<Engine>, mut conn: Connection) {
             }
         };
         let method = call.method.clone();
-        let result = dispatch(&engine, &ctx, &call).await;
+        let result = tokio::select! {
+            r = dispatch(&engine, &ctx, &call) => r,
+            _ = stop.wait_for(|s| *s) => break,
+        };
         let sent = match result {
             Ok(Reply::Json(v)) => transport::reply(&mut conn, &v).await,
             Ok(Reply::NotFound) => transport::reply_method_not_found(&mut conn, &method).await,

@@ -1,0 +1,95 @@
+//! vssd's own life: a stopped vssd ends its live sessions properly, and a vssd that crashed
+//! cleans up after itself when it starts again (catalog reconciliation).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+
+const QUICK: Duration = Duration::from_secs(30);
+
+fn component(vol: &std::path::Path) -> String {
+    format!(":db:selectable:{}", vol.display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_live_sessions_like_a_closed_connection() {
+    let Some(mut env) = Env::new() else { return };
+    let vol = env.volume();
+    env.start_vssd(&[]);
+    env.start_writer("w", &["--component", &component(&vol)]);
+    let mut rq = env.start_requester(&["--stop-after", "snapshot"]);
+    let line = rq.wait_step("snapshot", QUICK);
+    let snap = PathBuf::from(line["snapshotPath"].as_str().expect("snapshotPath"));
+    assert!(snap.is_dir());
+
+    // SIGTERM: vssd ends the session (BackupShutdown, auto-release snapshot deleted) and exits.
+    env.vssd.as_mut().unwrap().terminate(QUICK);
+    let exited = env.vssd.as_mut().unwrap().child.try_wait().unwrap();
+    assert!(exited.is_some(), "vssd exits on SIGTERM");
+    assert_eq!(
+        env.event_names("w").last().map(String::as_str),
+        Some("BackupShutdown")
+    );
+    assert!(
+        !snap.exists(),
+        "the auto-release snapshot was deleted before vssd exited"
+    );
+    assert!(!env.socket().exists(), "vssd removed its socket");
+    assert!(
+        env.vssd_log().contains("ending live sessions"),
+        "{}",
+        env.vssd_log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_vssd_deletes_what_a_crashed_one_left() {
+    let Some(mut env) = Env::new() else { return };
+    let vol = env.volume();
+    env.start_vssd(&[]);
+    env.start_writer("w", &["--component", &component(&vol)]);
+    // One persistent snapshot (must survive) and one auto-release snapshot (must go).
+    let mut keep = env.start_requester(&["--persistent"]);
+    let kept = PathBuf::from(
+        keep.wait_step("snapshot", QUICK)["snapshotPath"]
+            .as_str()
+            .unwrap(),
+    );
+    keep.wait_step("complete", QUICK);
+    let mut rq = env.start_requester(&["--stop-after", "snapshot"]);
+    let snap = PathBuf::from(
+        rq.wait_step("snapshot", QUICK)["snapshotPath"]
+            .as_str()
+            .unwrap(),
+    );
+    assert!(snap.is_dir() && kept.is_dir());
+
+    // vssd crashes: nothing is cleaned up.
+    env.vssd.as_mut().unwrap().kill();
+    rq.kill();
+    assert!(snap.is_dir(), "a killed vssd cannot clean up");
+
+    // The next vssd reconciles its catalog at start.
+    std::fs::remove_file(env.socket()).ok();
+    env.start_vssd(&[]);
+    wait_until(
+        QUICK,
+        || !snap.exists(),
+        "the leftover auto-release snapshot to be deleted",
+    )
+    .await;
+    assert!(kept.is_dir(), "the persistent snapshot is kept");
+    let mut bc = env.requester().await;
+    bc.initialize_for_backup(None).await.unwrap();
+    let all = bc.query(Some(-1), None, None).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(PathBuf::from(&all[0].snapshot_path), kept);
+    assert!(
+        env.vssd_log().contains("deleted leftover snapshot"),
+        "{}",
+        env.vssd_log()
+    );
+}
