@@ -615,8 +615,9 @@ impl Engine {
             OpKind::PrepareForBackup,
             |engine, ctx, op| async move {
                 engine
-                    .simple_broadcast(&ctx, &op, WriterEvent::PrepareForBackup)
-                    .await
+                    .deliver(&ctx, WriterEvent::PrepareForBackup, op.cancelled())
+                    .await;
+                Ok(())
             },
         )
         .await
@@ -626,8 +627,9 @@ impl Engine {
     pub async fn backup_complete(self: &Arc<Self>, ctx: &Arc<SessionCtx>) -> Result<Id, VssError> {
         self.spawn_op(ctx, OpKind::BackupComplete, |engine, ctx, op| async move {
             engine
-                .simple_broadcast(&ctx, &op, WriterEvent::BackupComplete)
-                .await
+                .deliver(&ctx, WriterEvent::BackupComplete, op.cancelled())
+                .await;
+            Ok(())
         })
         .await
     }
@@ -651,28 +653,23 @@ impl Engine {
         .await
     }
 
-    /// Sends `event` to every writer that receives it, in parallel, records the outcomes and
-    /// the writers' BCD updates.
-    async fn simple_broadcast(
+    /// Sends `event` to every writer that receives it, in parallel, each on a fresh connection,
+    /// and records the outcomes and the writers' BCD updates. `cancel` stops waiting (Cancel).
+    pub(crate) async fn deliver(
         &self,
         ctx: &SessionCtx,
-        op: &Arc<Operation>,
         event: WriterEvent,
-    ) -> Result<(), VssError> {
-        let targets = {
-            let d = ctx.inner.lock().await;
-            targets(&d.session, event, &[])
-        };
-        let results = fanout::broadcast(
-            targets,
-            event,
-            self.config.deadlines.of(event),
-            op.cancelled(),
-        )
-        .await;
+        cancel: impl std::future::Future<Output = ()>,
+    ) {
+        let targets = targets(&ctx.inner.lock().await.session, event, &[]);
+        if targets.is_empty() {
+            return;
+        }
+        let results =
+            fanout::broadcast(targets, event, self.config.deadlines.of(event), cancel).await;
         let mut d = ctx.inner.lock().await;
         record_all(&mut d.session, event, results);
-        Ok(())
+        self.remember_writers(&d.session);
     }
 
     /// AbortBackup: Abort to every participant not yet past PostSnapshot, in the background.
@@ -682,22 +679,11 @@ impl Engine {
             return Ok(());
         }
         d.set_lock = None;
-        let targets = targets(&d.session, WriterEvent::Abort, &[]);
-        if targets.is_empty() {
-            return Ok(());
-        }
         let (engine, ctx2) = (self.clone(), ctx.clone());
         let h = tokio::spawn(async move {
-            let results = fanout::broadcast(
-                targets,
-                WriterEvent::Abort,
-                engine.config.deadlines.abort,
-                fanout::never(),
-            )
-            .await;
-            let mut d = ctx2.inner.lock().await;
-            record_all(&mut d.session, WriterEvent::Abort, results);
-            engine.remember_writers(&d.session);
+            engine
+                .deliver(&ctx2, WriterEvent::Abort, fanout::never())
+                .await;
         });
         d.background.push(h);
         Ok(())
@@ -719,70 +705,21 @@ impl Engine {
         for h in background {
             let _ = h.await;
         }
-        let abort_targets = {
-            let d = ctx.inner.lock().await;
-            let s = &d.session;
+        let abort = {
+            let s = &ctx.inner.lock().await.session;
             // The requester vanished between PrepareForBackup and DoSnapshotSet: the writers
             // learn it as an Abort (a failed DoSnapshotSet already sent one).
-            if s.mode() == Mode::Backup
+            s.mode() == Mode::Backup
                 && s.prepare_step() != Step::NotCalled
                 && !s.is_aborted()
                 && s.snapshot_step() == Step::NotCalled
-            {
-                targets(s, WriterEvent::Abort, &[])
-            } else {
-                Vec::new()
-            }
         };
-        if !abort_targets.is_empty() {
-            let results = fanout::broadcast(
-                abort_targets,
-                WriterEvent::Abort,
-                self.config.deadlines.abort,
-                fanout::never(),
-            )
-            .await;
-            record_all(
-                &mut ctx.inner.lock().await.session,
-                WriterEvent::Abort,
-                results,
-            );
+        if abort {
+            self.deliver(ctx, WriterEvent::Abort, fanout::never()).await;
         }
-        let shutdown_targets = {
-            let d = ctx.inner.lock().await;
-            if d.session.needs_backup_shutdown() {
-                let set_id = d.session.snapshot_set().map(|s| s.id).unwrap_or_default();
-                let params = serde_json::to_value(vss_protocol::writer::BackupShutdownParams {
-                    snapshot_set_id: set_id.to_string(),
-                })
-                .expect("serializable");
-                d.session
-                    .writers
-                    .iter()
-                    .filter(|w| w.receives(WriterEvent::BackupShutdown))
-                    .map(|w| Target {
-                        instance_id: w.metadata.instance_id,
-                        socket: w.socket.clone().into(),
-                        params: params.clone(),
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            }
-        };
-        if !shutdown_targets.is_empty() {
-            let results = fanout::broadcast(
-                shutdown_targets,
-                WriterEvent::BackupShutdown,
-                self.config.deadlines.backup_shutdown,
-                fanout::never(),
-            )
-            .await;
-            record_all(
-                &mut ctx.inner.lock().await.session,
-                WriterEvent::BackupShutdown,
-                results,
-            );
+        if ctx.inner.lock().await.session.needs_backup_shutdown() {
+            self.deliver(ctx, WriterEvent::BackupShutdown, fanout::never())
+                .await;
         }
         let committed = {
             let mut d = ctx.inner.lock().await;
@@ -858,6 +795,14 @@ pub(crate) fn targets(
     event: WriterEvent,
     volumes: &[EventVolume],
 ) -> Vec<Target> {
+    // BackupShutdown carries only the set id; every other event the full parameters.
+    let shutdown = (event == WriterEvent::BackupShutdown).then(|| {
+        let set_id = session.snapshot_set().map(|s| s.id).unwrap_or_default();
+        serde_json::to_value(vss_protocol::writer::BackupShutdownParams {
+            snapshot_set_id: set_id.to_string(),
+        })
+        .expect("serializable")
+    });
     session
         .writers
         .iter()
@@ -865,13 +810,15 @@ pub(crate) fn targets(
         .map(|w| Target {
             instance_id: w.metadata.instance_id,
             socket: w.socket.clone().into(),
-            params: serde_json::to_value(event_params(
-                session,
-                w.metadata.instance_id,
-                event,
-                volumes,
-            ))
-            .expect("serializable"),
+            params: shutdown.clone().unwrap_or_else(|| {
+                serde_json::to_value(event_params(
+                    session,
+                    w.metadata.instance_id,
+                    event,
+                    volumes,
+                ))
+                .expect("serializable")
+            }),
         })
         .collect()
 }

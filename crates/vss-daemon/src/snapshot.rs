@@ -14,15 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
-use vss_model::{
-    ErrorCode, Id, SnapshotState, VssError, WriterEvent, session::Session, writers::EventOutcome,
-};
+use vss_model::{ErrorCode, Id, SnapshotState, VssError, WriterEvent, writers::EventOutcome};
 use vss_protocol::transport::Connection;
 use vss_protocol::writer::EventVolume;
 use vss_provider::{CommittedSnapshot, Provider, SnapshotRequest};
 
 use crate::catalog::SnapshotRecord;
-use crate::engine::{Engine, SessionCtx, event_params, record_all, targets};
+use crate::engine::{Engine, SessionCtx, event_params, record_all};
 use crate::fanout::{self, Delivered};
 use crate::ops::Operation;
 
@@ -533,17 +531,9 @@ async fn abort(
         let _ = tokio::task::spawn_blocking(move || p.abort(&r, c.as_ref())).await;
         let _ = engine.catalog_handle().remove(id);
     }
-    let targets = engine
-        .with_session(ctx, |s: &mut Session| targets(s, WriterEvent::Abort, &[]))
+    engine
+        .deliver(ctx, WriterEvent::Abort, fanout::never())
         .await;
-    let results = fanout::broadcast(
-        targets,
-        WriterEvent::Abort,
-        engine.config.deadlines.abort,
-        fanout::never(),
-    )
-    .await;
-    record(engine, ctx, WriterEvent::Abort, results).await;
     drop(held);
     Err(err)
 }
