@@ -257,3 +257,108 @@ pub async fn broadcast(
 pub async fn never() {
     std::future::pending::<()>().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn failure(
+        name: &str,
+        code: &str,
+        hresult: u32,
+    ) -> Result<Decoded<serde_json::Value>, CallError> {
+        Ok(Decoded::Error {
+            name: name.into(),
+            parameters: json!({ "code": code, "hresult": hresult, "message": "m" }),
+        })
+    }
+
+    #[test]
+    fn replies_become_outcomes() {
+        let ok = interpret(WriterEvent::Freeze, Ok(Decoded::Ok(json!({}))));
+        assert_eq!(ok.outcome, EventOutcome::Succeeded);
+        assert!(ok.updates.is_none());
+
+        let upd = interpret(
+            WriterEvent::PostSnapshot,
+            Ok(Decoded::Ok(
+                json!({ "components": [{ "logicalPath": "", "name": "db", "backupStamp": "s" }] }),
+            )),
+        );
+        assert_eq!(upd.outcome, EventOutcome::Succeeded);
+        assert_eq!(
+            upd.updates.unwrap().components.unwrap()[0]
+                .backup_stamp
+                .as_deref(),
+            Some("s")
+        );
+
+        // A malformed PostSnapshot reply is a non-retryable failure of that writer.
+        let bad = interpret(
+            WriterEvent::PostSnapshot,
+            Ok(Decoded::Ok(json!({ "components": 7 }))),
+        );
+        assert!(
+            matches!(bad.outcome, EventOutcome::Failed(ref e) if e.code == ErrorCode::WriterErrorNonRetryable)
+        );
+
+        // A writer failure keeps its code.
+        let f = interpret(
+            WriterEvent::Freeze,
+            failure(
+                ERROR_WRITER_FAILURE,
+                "VSS_E_WRITERERROR_RETRYABLE",
+                0x8004_23F3,
+            ),
+        );
+        assert!(
+            matches!(f.outcome, EventOutcome::Failed(ref e) if e.code == ErrorCode::WriterErrorRetryable)
+        );
+
+        // A code a writer may not report, or another error name, is NONRETRYABLE.
+        let f = interpret(
+            WriterEvent::Freeze,
+            failure(ERROR_WRITER_FAILURE, "VSS_E_BAD_STATE", 0x8004_2301),
+        );
+        assert!(
+            matches!(f.outcome, EventOutcome::Failed(ref e) if e.code == ErrorCode::WriterErrorNonRetryable && e.message.contains("VSS_E_BAD_STATE"))
+        );
+        let f = interpret(
+            WriterEvent::Thaw,
+            Ok(Decoded::Error {
+                name: "org.varlink.service.MethodNotFound".into(),
+                parameters: json!({"method": "vss.Writer.Thaw"}),
+            }),
+        );
+        assert!(
+            matches!(f.outcome, EventOutcome::Failed(ref e) if e.code == ErrorCode::WriterErrorNonRetryable)
+        );
+
+        // Silence and broken connections are "not responding".
+        let t = interpret(
+            WriterEvent::Freeze,
+            Err(CallError::Timeout(Duration::from_secs(1))),
+        );
+        assert!(matches!(t.outcome, EventOutcome::NotResponding(_)));
+        let io = interpret(
+            WriterEvent::BackupComplete,
+            Err(CallError::Io("reset".into())),
+        );
+        assert!(matches!(io.outcome, EventOutcome::NotResponding(_)));
+    }
+
+    #[test]
+    fn enumerate_lists_only_sockets_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("not-a-socket.sock"), b"").unwrap();
+        let _b = std::os::unix::net::UnixListener::bind(dir.path().join("b.sock")).unwrap();
+        let _a = std::os::unix::net::UnixListener::bind(dir.path().join("a.sock")).unwrap();
+        let names: Vec<_> = enumerate(dir.path())
+            .into_iter()
+            .map(|s| s.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.sock", "b.sock"]);
+        assert!(enumerate(&dir.path().join("missing")).is_empty());
+    }
+}
