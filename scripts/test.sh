@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+scripts/check-layers.sh
 # The end-to-end tests start the workspace's binaries (vssd, writers), so build them first.
 cargo build --workspace --bins --quiet
 cargo test --workspace
