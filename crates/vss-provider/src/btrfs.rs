@@ -583,7 +583,31 @@ impl Provider for BtrfsProvider {
             name: "btrfs".into(),
             provider_type: ProviderType::Software,
             version: "1.0".into(),
+            atomicity: crate::Atomicity::PerSubvolume,
+            needs_freeze: false,
         }
+    }
+
+    fn expose(
+        &self,
+        snapshot: &CommittedSnapshot,
+        _at: &Path,
+    ) -> Result<crate::Exposure, VssError> {
+        Err(VssError::new(
+            vss_model::ErrorCode::NotSupported,
+            format!(
+                "exposing btrfs snapshot {} is not implemented yet",
+                snapshot.snapshot_id
+            ),
+        ))
+    }
+
+    fn unexpose(
+        &self,
+        _snapshot: &CommittedSnapshot,
+        _exposure: &crate::Exposure,
+    ) -> Result<(), VssError> {
+        Ok(())
     }
 
     fn is_volume_supported(&self, volume: &Volume) -> bool {

@@ -23,10 +23,38 @@ pub struct ProviderInfo {
     pub id: Id,
     /// Short name used on the command line (`btrfs`).
     pub name: String,
-    /// `VSS_PROVIDER_TYPE`.
+    /// `VSS_PROVIDER_TYPE`. `VSS_PROV_HARDWARE` providers' sets may be broken (BreakSnapshotSet).
     pub provider_type: ProviderType,
     /// Version string.
     pub version: String,
+    /// What one commit captures at one instant.
+    pub atomicity: Atomicity,
+    /// Whether vssd must freeze the volume's filesystem (FIFREEZE, through the freeze guard)
+    /// around this provider's commit. Never true for btrfs or reflink: their own ioctls block
+    /// on a frozen filesystem.
+    pub needs_freeze: bool,
+}
+
+/// The atomicity a provider guarantees (recorded per snapshot in the catalog).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Atomicity {
+    /// One subvolume at one instant (btrfs): volumes of the set are captured one after another.
+    PerSubvolume,
+    /// One file at one instant (reflink): a tree is cloned file by file while writers are frozen.
+    PerFile,
+    /// Every volume of the set at one instant: vssd freezes all, commits all, thaws all.
+    AcrossSet,
+}
+
+impl Atomicity {
+    /// The name stored in the catalog and shown to users.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Atomicity::PerSubvolume => "per-subvolume",
+            Atomicity::PerFile => "per-file",
+            Atomicity::AcrossSet => "across-set",
+        }
+    }
 }
 
 /// One volume's snapshot as the provider is asked to make it.
@@ -48,29 +76,57 @@ pub struct SnapshotRequest {
 pub struct CommittedSnapshot {
     /// The snapshot id.
     pub snapshot_id: Id,
-    /// Where the snapshot's contents are readable.
+    /// Where the snapshot's contents are readable (a directory), or the snapshot's device or
+    /// image file when it must be exposed to be read (image, exec).
     pub snapshot_path: PathBuf,
-    /// Provider-private locator (for btrfs: the snapshot subvolume path on the filesystem),
-    /// stored in the catalog and handed back to `delete`.
+    /// Provider-private locator (btrfs: the snapshot subvolume; image: the clone file; exec:
+    /// the identity the command printed), stored in the catalog and handed back to `delete`.
     pub locator: String,
 }
 
-/// A snapshot provider.
+/// A snapshot provider: the VSS provider life cycle (vss-model.md §8.4, §8.5). All calls are
+/// synchronous and may block; vssd calls them on blocking threads. Between vssd's FIFREEZE and
+/// FITHAW only `pre_commit`, `commit` and `post_commit` run, and they must not touch a frozen
+/// filesystem other than through the ioctl or command that makes the snapshot.
 pub trait Provider: Send + Sync + std::fmt::Debug {
-    /// Identity of the provider.
+    /// Identity, type, atomicity, freeze need.
     fn info(&self) -> ProviderInfo;
 
-    /// Whether this provider can snapshot `volume` (IsVolumeSupported). Must not fail loudly:
-    /// "no" is an answer, so the coordinator can try the next provider.
+    /// IsVolumeSupported. Must not fail loudly: "no" is an answer, so the coordinator can try
+    /// the next provider.
     fn is_volume_supported(&self, volume: &Volume) -> bool;
 
-    /// BeginPrepareSnapshot: called when the volume is added to the set. Checks what can be
-    /// checked early (supported context, room for the snapshot) and prepares the target.
+    /// The volume this one depends on, if any (image: the filesystem holding the backing file).
+    /// A set holding both fails with VSS_E_NESTED_VOLUME_LIMIT.
+    fn underlying_volume(&self, _volume: &Volume) -> Option<PathBuf> {
+        None
+    }
+
+    /// BeginPrepareSnapshot: when the volume is added to the set. Checks what can be checked
+    /// early (context, room, configuration) and prepares the target.
     fn begin_prepare(&self, request: &SnapshotRequest) -> Result<(), VssError>;
 
-    /// CommitSnapshots for one volume: make the point-in-time copy. Must be fast; called while
-    /// writers are frozen.
+    /// EndPrepareSnapshots: at the start of DoSnapshotSet, before writers freeze.
+    fn end_prepare(&self, _request: &SnapshotRequest) -> Result<(), VssError> {
+        Ok(())
+    }
+
+    /// PreCommitSnapshots: writers are frozen; the filesystem is not frozen yet.
+    fn pre_commit(&self, _request: &SnapshotRequest) -> Result<(), VssError> {
+        Ok(())
+    }
+
+    /// CommitSnapshots for one volume: make the point-in-time copy. Must be fast.
     fn commit(&self, request: &SnapshotRequest) -> Result<CommittedSnapshot, VssError>;
+
+    /// PostCommitSnapshots: the filesystem is thawed again; writers are still frozen.
+    fn post_commit(
+        &self,
+        _request: &SnapshotRequest,
+        _snapshot: &CommittedSnapshot,
+    ) -> Result<(), VssError> {
+        Ok(())
+    }
 
     /// AbortSnapshots for one volume: undo `begin_prepare` and, if it was committed, delete the
     /// snapshot. Best effort; failures are logged, not returned.
@@ -81,6 +137,40 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 
     /// Whether a committed snapshot still exists (catalog reconciliation).
     fn exists(&self, snapshot: &CommittedSnapshot) -> Result<bool, VssError>;
+
+    /// Query: the locators of the snapshots this provider finds on `volume` (reconciliation).
+    fn query(&self, _volume: &Volume) -> Result<Vec<String>, VssError> {
+        Ok(Vec::new())
+    }
+
+    /// ExposeSnapshot: makes the snapshot readable, read-only, at `at` (an existing empty
+    /// directory). Returns what must be recorded to undo it (e.g. a loop device), if anything.
+    fn expose(&self, snapshot: &CommittedSnapshot, at: &Path) -> Result<Exposure, VssError>;
+
+    /// UnexposeSnapshot: undoes `expose`. An exposure that is already gone is success.
+    fn unexpose(&self, snapshot: &CommittedSnapshot, exposure: &Exposure) -> Result<(), VssError>;
+
+    /// BreakSnapshotSet for one snapshot: the provider forgets it and leaves the copy to the
+    /// administrator. Only hardware-type providers can; the others refuse with
+    /// VSS_E_PROVIDER_VETO.
+    fn break_snapshot(&self, snapshot: &CommittedSnapshot) -> Result<(), VssError> {
+        Err(VssError::new(
+            vss_model::ErrorCode::ProviderVeto,
+            format!(
+                "snapshot {} was made by a software provider; only hardware-type providers' sets can be broken",
+                snapshot.snapshot_id
+            ),
+        ))
+    }
+}
+
+/// An exposure made by [`Provider::expose`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exposure {
+    /// The mount point.
+    pub path: PathBuf,
+    /// Provider-private detail needed to undo it (image: the read-only loop device).
+    pub detail: Option<String>,
 }
 
 /// The providers vssd knows, in the documented order of automatic choice: the first one that
