@@ -13,6 +13,7 @@ forbid() { # crate, forbidden dependency...
   done
 }
 forbid vss-model tokio zlink rusqlite rustix vss-protocol vss-daemon vss-provider
+forbid vss-freeze tokio zlink rusqlite vss-protocol vss-daemon
 forbid vss-provider tokio zlink rusqlite vss-protocol vss-daemon
 forbid vss-client vss-daemon vss-provider rusqlite
 forbid vss-writer vss-daemon vss-provider rusqlite

@@ -22,6 +22,15 @@ pub struct Config {
     pub deadlines: Deadlines,
     /// Group whose members may use the requester socket besides root (mode 0660 then).
     pub socket_group: Option<u32>,
+    /// The longest a filesystem stays frozen (FIFREEZE) for a commit; the freeze guard thaws it
+    /// then whatever happens (10 s, like the Windows flush-and-hold window).
+    pub commit_window: Duration,
+    /// The freeze guard program (`vss-freeze-guard`); default: next to vssd.
+    pub guard_binary: Option<PathBuf>,
+    /// The exec provider's command; no command, no exec provider.
+    pub exec_command: Option<PathBuf>,
+    /// How long the exec provider's command may run.
+    pub exec_timeout: Duration,
 }
 
 impl Config {
@@ -35,6 +44,10 @@ impl Config {
             lock_file: "/run/vss/snapshot-set.lock".into(),
             deadlines: Deadlines::default(),
             socket_group: None,
+            commit_window: Duration::from_secs(10),
+            guard_binary: None,
+            exec_command: None,
+            exec_timeout: Duration::from_secs(10),
         }
     }
 }

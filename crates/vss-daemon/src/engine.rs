@@ -90,7 +90,9 @@ impl Engine {
     /// Opens the catalog and sets up the providers.
     pub fn new(config: Config) -> Result<Arc<Engine>, VssError> {
         let catalog = Catalog::open(&config.state_dir)?;
-        let pconf = ProviderConfig::new(&config.run_dir);
+        let mut pconf = ProviderConfig::new(&config.run_dir);
+        pconf.exec_command = config.exec_command.clone();
+        pconf.exec_timeout = config.exec_timeout;
         let providers = vss_provider::builtin_providers(&pconf)
             .into_iter()
             .map(Arc::from)
@@ -112,9 +114,32 @@ impl Engine {
         self.providers.iter().find(|p| p.info().id == id).cloned()
     }
 
-    /// Startup reconciliation: deletes snapshots a previous vssd left behind (never completed,
-    /// or auto-release ones whose sessions died with it).
+    /// The freeze guard's settings. The journal lives in the run directory, which vssd never
+    /// freezes.
+    pub fn freeze_config(&self) -> vss_freeze::FreezeConfig {
+        vss_freeze::FreezeConfig {
+            guard_binary: self
+                .config
+                .guard_binary
+                .clone()
+                .unwrap_or_else(vss_freeze::default_guard_binary),
+            journal_dir: self.config.run_dir.join("freeze"),
+            window: self.config.commit_window,
+        }
+    }
+
+    /// Startup reconciliation. First the freeze journal: whatever a dead owner may have left
+    /// frozen is thawed (a live owner's freeze, e.g. an embedded `vss` run, is left alone).
+    /// Then the catalog: snapshots a previous vssd left behind (never completed, or
+    /// auto-release ones whose sessions died with it) are deleted.
     pub async fn recover(self: &Arc<Self>) {
+        let journal = self.freeze_config().journal_dir;
+        let thawed = tokio::task::spawn_blocking(move || vss_freeze::recover(&journal))
+            .await
+            .unwrap_or_default();
+        for entry in thawed {
+            tracing::warn!("freeze journal: {entry:?}");
+        }
         let leftovers = match self.catalog().recoverable() {
             Ok(l) => l,
             Err(e) => {
@@ -128,8 +153,49 @@ impl Engine {
                 continue;
             };
             if rec.locator.is_empty() {
-                tracing::warn!(snapshot = %rec.snapshot_id, "leftover snapshot was never committed; forgetting it");
-                let _ = self.catalog().remove(rec.snapshot_id);
+                // vssd died between the commit and the catalog's update: the provider may have
+                // made the snapshot. Ask it which snapshots it has on the volume.
+                let (p2, vol, id) = (
+                    provider.clone(),
+                    rec.original_volume.clone(),
+                    rec.snapshot_id.to_string(),
+                );
+                let found = tokio::task::spawn_blocking(move || {
+                    let v = vss_provider::resolve_volume(&vol)?;
+                    p2.query(&v)
+                })
+                .await
+                .map_err(provider_err)
+                .and_then(|r| r);
+                let locators: Vec<String> = match found {
+                    Ok(l) => l.into_iter().filter(|l| l.contains(&id)).collect(),
+                    Err(e) => {
+                        tracing::warn!(snapshot = %rec.snapshot_id, "cannot ask the provider about an uncommitted snapshot: {e}; keeping its catalog entry");
+                        continue;
+                    }
+                };
+                let mut ok = true;
+                for locator in locators {
+                    let c = CommittedSnapshot {
+                        snapshot_id: rec.snapshot_id,
+                        snapshot_path: PathBuf::from(&locator),
+                        locator,
+                    };
+                    let p2 = provider.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || p2.delete(&c))
+                        .await
+                        .map_err(provider_err)
+                        .and_then(|r| r)
+                    {
+                        tracing::error!(snapshot = %rec.snapshot_id, "cannot delete leftover snapshot: {e}");
+                        ok = false;
+                    } else {
+                        tracing::info!(snapshot = %rec.snapshot_id, volume = %rec.original_volume, "deleted leftover snapshot (committed, not recorded)");
+                    }
+                }
+                if ok {
+                    let _ = self.catalog().remove(rec.snapshot_id);
+                }
                 continue;
             }
             match self.delete_one(&rec, provider).await {
@@ -148,15 +214,203 @@ impl Engine {
         rec: &SnapshotRecord,
         provider: Arc<dyn Provider>,
     ) -> Result<(), VssError> {
-        let committed = CommittedSnapshot {
-            snapshot_id: rec.snapshot_id,
-            snapshot_path: PathBuf::from(&rec.snapshot_path),
-            locator: rec.locator.clone(),
-        };
+        if rec.exposed_name.is_some() {
+            self.unexpose_record(rec, provider.clone()).await?;
+        }
+        let committed = committed_of(rec);
         tokio::task::spawn_blocking(move || provider.delete(&committed))
             .await
             .map_err(provider_err)??;
         self.catalog().remove(rec.snapshot_id)
+    }
+
+    async fn unexpose_record(
+        &self,
+        rec: &SnapshotRecord,
+        provider: Arc<dyn Provider>,
+    ) -> Result<(), VssError> {
+        let Some(name) = rec.exposed_name.clone() else {
+            return Ok(());
+        };
+        let exposure = vss_provider::Exposure {
+            path: PathBuf::from(&name),
+            detail: rec.exposure_detail.clone(),
+        };
+        let committed = committed_of(rec);
+        tokio::task::spawn_blocking(move || provider.unexpose(&committed, &exposure))
+            .await
+            .map_err(provider_err)??;
+        self.catalog().set_exposure(rec.snapshot_id, None)
+    }
+
+    /// A snapshot of the catalog with its provider, for administration calls.
+    fn created_snapshot(&self, id: Id) -> Result<(SnapshotRecord, Arc<dyn Provider>), VssError> {
+        let rec = match self.catalog().get(id)? {
+            Some(r) if r.state == SnapshotState::Created => r,
+            _ => return Err(VssError::not_found(format!("no snapshot {id}"))),
+        };
+        let provider = self.provider_by_id(rec.provider_id).ok_or_else(|| {
+            VssError::new(
+                ErrorCode::ProviderNotRegistered,
+                format!(
+                    "provider {} of snapshot {id} is not registered",
+                    rec.provider_id
+                ),
+            )
+        })?;
+        Ok((rec, provider))
+    }
+
+    async fn check_admin(&self, ctx: &SessionCtx, call: Call) -> Result<(), VssError> {
+        let mut d = ctx.inner.lock().await;
+        d.session.check(call)?;
+        d.session.note_call(call);
+        Ok(())
+    }
+
+    /// ExposeSnapshot: mounts a persistent snapshot read-only at `path`.
+    pub async fn expose_snapshot(
+        &self,
+        ctx: &SessionCtx,
+        id: Id,
+        path: &str,
+    ) -> Result<String, VssError> {
+        self.check_admin(ctx, Call::ExposeSnapshot).await?;
+        let (rec, provider) = self.created_snapshot(id)?;
+        if rec.attributes & vss_model::attr::PERSISTENT == 0 {
+            return Err(VssError::invalid_arg(format!(
+                "snapshot {id} is not persistent; only snapshots made with VSS_CTX_APP_ROLLBACK or VSS_CTX_NAS_ROLLBACK can be exposed"
+            )));
+        }
+        if let Some(at) = &rec.exposed_name {
+            return Err(VssError::new(
+                ErrorCode::ObjectAlreadyExists,
+                format!("snapshot {id} is already exposed at {at}; unexpose it first"),
+            ));
+        }
+        let at = std::path::Path::new(path);
+        if !at.is_absolute() {
+            return Err(VssError::invalid_arg(format!(
+                "'{path}' is not an absolute path"
+            )));
+        }
+        let at = std::fs::canonicalize(at).map_err(|e| {
+            VssError::invalid_arg(format!(
+                "cannot expose at '{path}': {e}; give an existing empty directory"
+            ))
+        })?;
+        let empty = std::fs::read_dir(&at)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !at.is_dir() || !empty {
+            return Err(VssError::invalid_arg(format!(
+                "'{}' is not an empty directory",
+                at.display()
+            )));
+        }
+        let name = at.to_string_lossy().into_owned();
+        if self.catalog().exposed_at(&name)?.is_some() {
+            return Err(VssError::invalid_arg(format!(
+                "another snapshot is exposed at {name}"
+            )));
+        }
+        let committed = committed_of(&rec);
+        let at2 = at.clone();
+        let exposure = tokio::task::spawn_blocking(move || provider.expose(&committed, &at2))
+            .await
+            .map_err(provider_err)??;
+        self.catalog()
+            .set_exposure(id, Some((&name, exposure.detail.as_deref())))?;
+        tracing::info!(snapshot = %id, at = %name, "snapshot exposed");
+        Ok(name)
+    }
+
+    /// UnexposeSnapshot.
+    pub async fn unexpose_snapshot(&self, ctx: &SessionCtx, id: Id) -> Result<(), VssError> {
+        self.check_admin(ctx, Call::UnexposeSnapshot).await?;
+        let (rec, provider) = self.created_snapshot(id)?;
+        if rec.exposed_name.is_none() {
+            return Err(VssError::not_found(format!("snapshot {id} is not exposed")));
+        }
+        self.unexpose_record(&rec, provider).await
+    }
+
+    /// BreakSnapshotSet: only sets made entirely by hardware-type providers; vssd forgets them.
+    pub async fn break_snapshot_set(&self, ctx: &SessionCtx, set: Id) -> Result<(), VssError> {
+        self.check_admin(ctx, Call::BreakSnapshotSet).await?;
+        let records = self.catalog().set(set)?;
+        if records.is_empty() {
+            return Err(VssError::not_found(format!("no snapshot set {set}")));
+        }
+        let mut plan = Vec::new();
+        for rec in records {
+            let (rec, provider) = self.created_snapshot(rec.snapshot_id)?;
+            if provider.info().provider_type != vss_model::ProviderType::Hardware {
+                return Err(VssError::new(
+                    ErrorCode::ProviderVeto,
+                    format!(
+                        "snapshot {} was made by the {} provider ({}); only sets made by hardware-type providers (exec) can be broken",
+                        rec.snapshot_id,
+                        provider.info().name,
+                        provider.info().provider_type
+                    ),
+                ));
+            }
+            plan.push((rec, provider));
+        }
+        for (rec, provider) in plan {
+            if rec.exposed_name.is_some() {
+                self.unexpose_record(&rec, provider.clone()).await?;
+            }
+            let committed = committed_of(&rec);
+            tokio::task::spawn_blocking(move || provider.break_snapshot(&committed))
+                .await
+                .map_err(provider_err)??;
+            self.catalog().remove(rec.snapshot_id)?;
+        }
+        Ok(())
+    }
+
+    /// DeleteVolumeSnapshots: the oldest snapshot of a volume, or all of them.
+    pub async fn delete_volume_snapshots(
+        &self,
+        ctx: &SessionCtx,
+        volume: &str,
+        oldest_only: bool,
+    ) -> Result<i64, VssError> {
+        self.check_admin(ctx, Call::DeleteVolumeSnapshots).await?;
+        let canonical = std::fs::canonicalize(volume)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| volume.to_owned());
+        let mut records: Vec<SnapshotRecord> = self
+            .catalog()
+            .of_volume(&canonical)?
+            .into_iter()
+            .filter(|r| r.state == SnapshotState::Created)
+            .collect();
+        if records.is_empty() {
+            return Err(VssError::not_found(format!(
+                "volume {canonical} has no snapshots"
+            )));
+        }
+        if oldest_only {
+            records.truncate(1);
+        }
+        let mut deleted = 0;
+        for r in records {
+            let (_, provider) = self.created_snapshot(r.snapshot_id)?;
+            self.delete_one(&r, provider).await.map_err(|e| {
+                VssError::new(
+                    e.code,
+                    format!(
+                        "{} ({deleted} deleted before snapshot {} failed)",
+                        e.message, r.snapshot_id
+                    ),
+                )
+            })?;
+            deleted += 1;
+        }
+        Ok(deleted)
     }
 
     // ----- simple calls -------------------------------------------------------------------
@@ -268,6 +522,7 @@ impl Engine {
         let path = resolved.path.to_string_lossy().into_owned();
         ctx.inner.lock().await.session.check_add_volume(&path)?;
         let provider = self.choose_provider(&resolved, provider_id).await?;
+        self.check_placement(ctx, &provider, &resolved).await?;
         let request = SnapshotRequest {
             snapshot_set_id: set_id,
             snapshot_id: Id::new_v4(),
@@ -293,6 +548,72 @@ impl Engine {
         let id = request.snapshot_id;
         d.volumes.push(PreparedVolume { request, provider });
         Ok(id)
+    }
+
+    /// Checks a chosen provider against the rest of the set and vssd's own files: a freezing
+    /// provider may not take the filesystem holding vssd's state, writers directory, socket or
+    /// run directory (a frozen one would deadlock vssd); a volume and the volume it depends on
+    /// (an image and the filesystem of its backing file) cannot be in one set; a volume has at
+    /// most 512 snapshots.
+    async fn check_placement(
+        &self,
+        ctx: &SessionCtx,
+        provider: &Arc<dyn Provider>,
+        volume: &vss_provider::Volume,
+    ) -> Result<(), VssError> {
+        let path = volume.path.to_string_lossy().into_owned();
+        let count = self.catalog().count_of_volume(&path)?;
+        if count >= MAX_SNAPSHOTS_PER_VOLUME {
+            return Err(VssError::new(
+                ErrorCode::MaximumNumberOfSnapshotsReached,
+                format!(
+                    "{path} already has {count} snapshots, the most a volume may have; delete some (DeleteVolumeSnapshots)"
+                ),
+            ));
+        }
+        if provider.info().needs_freeze {
+            let ours = [
+                self.config.state_dir.clone(),
+                self.config.writers_dir.clone(),
+                self.config.run_dir.clone(),
+                self.config
+                    .socket
+                    .parent()
+                    .map(PathBuf::from)
+                    .unwrap_or_default(),
+            ];
+            for dir in ours {
+                if vss_freeze::same_filesystem(&volume.mount_point, &dir).unwrap_or(false) {
+                    return Err(VssError::new(
+                        ErrorCode::VolumeNotSupported,
+                        format!(
+                            "{path} is on the filesystem that holds vssd's {}; freezing it would freeze vssd itself. Move vssd's directories elsewhere",
+                            dir.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        let d = ctx.inner.lock().await;
+        let under = provider.underlying_volume(volume);
+        for other in &d.volumes {
+            let other_under = other.provider.underlying_volume(&other.request.volume);
+            let nested = under.as_ref().is_some_and(|u| {
+                *u == other.request.volume.path || *u == other.request.volume.mount_point
+            }) || other_under
+                .as_ref()
+                .is_some_and(|u| *u == volume.path || *u == volume.mount_point);
+            if nested {
+                return Err(VssError::new(
+                    ErrorCode::NestedVolumeLimit,
+                    format!(
+                        "{path} and {} are nested (one lives in an image file on the other); a set may hold only one of them",
+                        other.request.volume.path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The provider for a volume: the named one if it supports it, else the first that does.
@@ -943,6 +1264,17 @@ fn writer_status(w: &WriterRecord) -> WriterStatus {
     }
 }
 
+/// The most snapshots one volume may have (vss-model.md §9).
+pub const MAX_SNAPSHOTS_PER_VOLUME: usize = 512;
+
+fn committed_of(rec: &SnapshotRecord) -> CommittedSnapshot {
+    CommittedSnapshot {
+        snapshot_id: rec.snapshot_id,
+        snapshot_path: PathBuf::from(&rec.snapshot_path),
+        locator: rec.locator.clone(),
+    }
+}
+
 /// A catalog record as the protocol shows it.
 pub fn properties(r: &SnapshotRecord) -> SnapshotProperties {
     SnapshotProperties {
@@ -960,6 +1292,19 @@ pub fn properties(r: &SnapshotRecord) -> SnapshotProperties {
         context: i64::from(r.context),
         creation_timestamp: r.created.clone(),
         status: r.state.name().to_owned(),
+        exposed_name: r.exposed_name.clone(),
+        atomicity: (!r.atomicity.is_empty()).then(|| r.atomicity.clone()),
+        consistency: r
+            .consistency
+            .as_ref()
+            .map(|c| vss_protocol::requester::Consistency {
+                level: c.level.clone(),
+                writers_frozen: c.writers_frozen.clone(),
+                writers_failed: c.writers_failed.clone(),
+                writers_skipped: c.writers_skipped.clone(),
+                commit_skew_us: c.commit_skew_us,
+                filesystem_frozen: c.filesystem_frozen,
+            }),
     }
 }
 

@@ -4,9 +4,11 @@
 
 pub mod catalog;
 pub mod config;
+mod consistency;
 pub mod engine;
 pub mod fanout;
 pub mod lock;
+pub mod logbuf;
 pub mod ops;
 pub mod server;
 mod snapshot;

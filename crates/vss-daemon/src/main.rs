@@ -35,6 +35,19 @@ struct Args {
     /// Numeric group allowed to use the requester socket besides root (socket mode 0660).
     #[arg(long)]
     socket_group: Option<u32>,
+    /// The longest a filesystem stays frozen for a commit, in ms; the freeze guard thaws it then.
+    #[arg(long, default_value_t = 10_000)]
+    commit_window_ms: u64,
+    /// The freeze guard program [default: vss-freeze-guard next to vssd].
+    #[arg(long)]
+    freeze_guard: Option<PathBuf>,
+    /// Enables the exec provider with this command (see docs/providers.md: it is run with
+    /// VSS_ACTION=supported|create|delete|expose|unexpose|break and must not touch the volume).
+    #[arg(long)]
+    exec_command: Option<PathBuf>,
+    /// How long the exec provider's command may run, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    exec_timeout_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,7 +57,7 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("VSSD_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(vss_daemon::logbuf::HeldStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut deadlines = Deadlines::default();
@@ -61,6 +74,10 @@ fn main() -> anyhow::Result<()> {
         lock_file: args.lock_file,
         deadlines,
         socket_group: args.socket_group,
+        commit_window: std::time::Duration::from_millis(args.commit_window_ms),
+        guard_binary: args.freeze_guard,
+        exec_command: args.exec_command,
+        exec_timeout: std::time::Duration::from_millis(args.exec_timeout_ms),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -394,6 +394,33 @@ async fn dispatch(
                 non_deleted_snapshot_id: non.map(|i| i.to_string()),
             })
         }
+        "DeleteVolumeSnapshots" => {
+            let p: rq::DeleteVolumeSnapshots = call.params()?;
+            let deleted = engine
+                .delete_volume_snapshots(ctx, &p.volume, p.oldest_only)
+                .await?;
+            json(rq::DeletedCount { deleted })
+        }
+        "ExposeSnapshot" => {
+            let p: rq::ExposeSnapshot = call.params()?;
+            let id = parse_id("snapshotId", &p.snapshot_id)?;
+            let exposed_name = engine.expose_snapshot(ctx, id, &p.path).await?;
+            json(rq::ExposeReply { exposed_name })
+        }
+        "UnexposeSnapshot" => {
+            let p: rq::SnapshotIdParam = call.params()?;
+            engine
+                .unexpose_snapshot(ctx, parse_id("snapshotId", &p.snapshot_id)?)
+                .await?;
+            json(Empty {})
+        }
+        "BreakSnapshotSet" => {
+            let p: rq::SetIdParam = call.params()?;
+            engine
+                .break_snapshot_set(ctx, parse_id("snapshotSetId", &p.snapshot_set_id)?)
+                .await?;
+            json(Empty {})
+        }
         "QueryStatus" => {
             let p: rq::OperationParam = call.params()?;
             let op = engine.ops.get(&p.operation, ctx.uid)?;

@@ -59,6 +59,19 @@ pub async fn run(
         })
         .collect();
 
+    // 0. Writers whose files the set would not capture at one instant fail PrepareForSnapshot
+    // with VSS_E_WRITERERROR_INCONSISTENTSNAPSHOT instead of producing a backup that will not
+    // restore.
+    let members: Vec<crate::consistency::SetMember> = vols
+        .iter()
+        .map(|v| crate::consistency::SetMember {
+            path: v.request.volume.path.clone(),
+            atomic_across_set: v.provider.info().atomicity == vss_provider::Atomicity::AcrossSet,
+        })
+        .collect();
+    let inconsistent = crate::consistency::check_writers(engine, ctx, &members).await;
+    record(engine, ctx, WriterEvent::PrepareForSnapshot, inconsistent).await;
+
     // 1. PrepareForSnapshot, in parallel, each on a connection that is then held.
     let plan = engine
         .with_session(ctx, |s| {
@@ -122,17 +135,20 @@ pub async fn run(
     record(engine, ctx, WriterEvent::PrepareForSnapshot, results).await;
 
     if op.is_cancelled() {
-        return abort(
-            engine,
-            ctx,
-            vols,
-            held,
-            VssError::new(ErrorCode::Abort, "DoSnapshotSet was cancelled"),
-        )
-        .await;
+        return abort(engine, ctx, vols, held, cancelled()).await;
     }
 
-    // 2. Freeze, one wave at a time: front end, back end, then system.
+    // 1b. Flush every volume now (dirty data makes a freeze or a btrfs snapshot take seconds),
+    // then EndPrepareSnapshots.
+    for v in &vols {
+        let path = v.request.volume.path.clone();
+        let _ = tokio::task::spawn_blocking(move || vss_provider::fsops::syncfs(&path)).await;
+    }
+    if let Err(e) = for_each_provider(&vols, |p, r| p.end_prepare(r)).await {
+        return abort(engine, ctx, vols, held, e).await;
+    }
+
+    // 2. Freeze the writers, one wave at a time: front end, back end, then system.
     let waves: Vec<u8> = {
         let mut w: Vec<u8> = held.iter().map(|h| h.wave).collect();
         w.sort_unstable();
@@ -145,14 +161,7 @@ pub async fn run(
             _ = op.cancelled() => None,
         };
         let Some((outcomes, failure)) = frozen else {
-            return abort(
-                engine,
-                ctx,
-                vols,
-                held,
-                VssError::new(ErrorCode::Abort, "DoSnapshotSet was cancelled"),
-            )
-            .await;
+            return abort(engine, ctx, vols, held, cancelled()).await;
         };
         record(engine, ctx, WriterEvent::Freeze, outcomes).await;
         if let Some(err) = failure {
@@ -162,69 +171,29 @@ pub async fn run(
 
     // 3. Commit. From here on Cancel is refused.
     if !op.enter_point_of_no_return() {
-        return abort(
-            engine,
-            ctx,
-            vols,
-            held,
-            VssError::new(ErrorCode::Abort, "DoSnapshotSet was cancelled"),
-        )
-        .await;
+        return abort(engine, ctx, vols, held, cancelled()).await;
     }
-    let count = vols.len() as i64;
-    let created = crate::timefmt::now_rfc3339();
-    for v in &mut vols {
-        if let Some(err) = expired(engine, ctx, &held).await {
-            return abort(engine, ctx, vols, held, err).await;
-        }
-        let rec = SnapshotRecord {
-            snapshot_id: v.request.snapshot_id,
-            snapshot_set_id: v.request.snapshot_set_id,
-            snapshots_count: count,
-            original_volume: v.request.volume.path.to_string_lossy().into_owned(),
-            snapshot_path: String::new(),
-            locator: String::new(),
-            provider_id: v.provider.info().id,
-            attributes: v.request.context.value(),
-            context: v.request.context.value(),
-            created: created.clone(),
-            state: SnapshotState::Preparing,
-        };
-        let inserted = engine.catalog_handle().insert(&rec);
-        if let Err(e) = inserted {
+    if let Err(e) = for_each_provider(&vols, |p, r| p.pre_commit(r)).await {
+        return abort(engine, ctx, vols, held, e).await;
+    }
+    if let Some(err) = expired(engine, ctx, &held).await {
+        return abort(engine, ctx, vols, held, err).await;
+    }
+    let outcome = match commit_all(engine, &mut vols).await {
+        Ok(o) => o,
+        Err(e) => return abort(engine, ctx, vols, held, e).await,
+    };
+    for v in &vols {
+        let (p, r, c) = (v.provider.clone(), v.request.clone(), v.committed.clone());
+        let Some(c) = c else { continue };
+        let r = tokio::task::spawn_blocking(move || p.post_commit(&r, &c)).await;
+        if let Ok(Err(e)) = r {
             return abort(engine, ctx, vols, held, e).await;
-        }
-        let (p, r) = (v.provider.clone(), v.request.clone());
-        let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || p.commit(&r)).await;
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => Err(VssError::new(
-                ErrorCode::UnexpectedProviderError,
-                format!("provider commit panicked: {e}"),
-            )),
-        };
-        match result {
-            Ok(c) => {
-                tracing::info!(volume = %rec.original_volume, elapsed = ?started.elapsed(), "snapshot committed");
-                let path = c.snapshot_path.to_string_lossy().into_owned();
-                let _ = engine
-                    .catalog_handle()
-                    .mark_committed(c.snapshot_id, &path, &c.locator);
-                v.committed = Some(c);
-            }
-            Err(e) => {
-                let err = VssError::new(
-                    e.code,
-                    format!("committing {}: {}", rec.original_volume, e.message),
-                );
-                return abort(engine, ctx, vols, held, err).await;
-            }
         }
     }
 
-    // 4. Thaw, waves in reverse. A writer whose window expired before its Thaw is sent fails
-    // with VSS_E_WRITERERROR_TIMEOUT and the set is aborted.
+    // 4. Thaw the writers, waves in reverse. A writer whose window expired before its Thaw is
+    // sent fails with VSS_E_WRITERERROR_TIMEOUT and the set is aborted.
     if let Some(err) = expired(engine, ctx, &held).await {
         return abort(engine, ctx, vols, held, err).await;
     }
@@ -260,34 +229,24 @@ pub async fn run(
     let params = engine
         .with_session(ctx, |s| {
             held.iter()
+                .filter(|h| {
+                    s.writers.iter().any(|w| {
+                        w.metadata.instance_id == h.instance
+                            && w.receives(WriterEvent::PostSnapshot)
+                    })
+                })
                 .map(|h| {
-                    (
-                        h.instance,
-                        serde_json::to_value(event_params(
-                            s,
-                            h.instance,
-                            WriterEvent::PostSnapshot,
-                            &volumes,
-                        ))
-                        .expect("json"),
-                    )
+                    let p = event_params(s, h.instance, WriterEvent::PostSnapshot, &volumes);
+                    (h.instance, serde_json::to_value(p).expect("json"))
                 })
                 .collect::<BTreeMap<_, _>>()
         })
         .await;
     let mut js = JoinSet::new();
     for mut h in held.drain(..) {
-        let still = engine
-            .with_session(ctx, |s| {
-                s.writers.iter().any(|w| {
-                    w.metadata.instance_id == h.instance && w.receives(WriterEvent::PostSnapshot)
-                })
-            })
-            .await;
-        if !still {
+        let Some(p) = params.get(&h.instance).cloned() else {
             continue;
-        }
-        let p = params.get(&h.instance).cloned().unwrap_or_default();
+        };
         let deadline = deadlines.post_snapshot;
         js.spawn(async move {
             let d = fanout::call_on(&mut h.conn, WriterEvent::PostSnapshot, &p, deadline).await;
@@ -301,13 +260,16 @@ pub async fn run(
     }
     record(engine, ctx, WriterEvent::PostSnapshot, outcomes).await;
 
-    // 6. The set is complete.
+    // 6. The set is complete: its consistency record goes with it.
+    let consistency = engine
+        .with_session(ctx, |s| crate::consistency::record(s, &outcome))
+        .await;
     let set_id = vols.first().map(|v| v.request.snapshot_set_id);
     let mut adopted = Vec::new();
     {
-        let catalog = engine.catalog_handle();
+        let mut catalog = engine.catalog_handle();
         if let Some(set) = set_id {
-            catalog.mark_set_created(set)?;
+            catalog.mark_set_created(set, &consistency)?;
         }
         for v in vols {
             if let Some(rec) = v
@@ -318,8 +280,175 @@ pub async fn run(
             }
         }
     }
+    tracing::info!(
+        level = %consistency.level,
+        skew_us = consistency.commit_skew_us,
+        frozen = consistency.filesystem_frozen,
+        "snapshot set complete"
+    );
     engine.adopt_snapshots(ctx, adopted).await;
     Ok(())
+}
+
+fn cancelled() -> VssError {
+    VssError::new(ErrorCode::Abort, "DoSnapshotSet was cancelled")
+}
+
+/// Calls `f` for every volume's provider on a blocking thread; the first failure wins.
+async fn for_each_provider(
+    vols: &[Vol],
+    f: impl Fn(&dyn Provider, &SnapshotRequest) -> Result<(), VssError> + Send + Sync + Copy + 'static,
+) -> Result<(), VssError> {
+    for v in vols {
+        let (p, r) = (v.provider.clone(), v.request.clone());
+        tokio::task::spawn_blocking(move || f(p.as_ref(), &r))
+            .await
+            .map_err(|e| VssError::new(ErrorCode::UnexpectedProviderError, e.to_string()))??;
+    }
+    Ok(())
+}
+
+/// What the commit phase did, for the consistency record.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CommitOutcome {
+    /// Microseconds between the end of the first and the end of the last commit.
+    pub skew_us: u64,
+    /// The filesystems of freezing providers were frozen for their commits.
+    pub filesystem_frozen: bool,
+}
+
+/// Commits every volume, all or nothing. The catalog rows are written before anything is
+/// frozen and updated after everything is thawed. Volumes whose provider needs a frozen
+/// filesystem (image, exec) are frozen together through the freeze guard, committed, and thawed
+/// together: atomic across them. The others (btrfs, reflink) are committed one after another on
+/// live filesystems (their ioctls block on a frozen one).
+async fn commit_all(engine: &Arc<Engine>, vols: &mut [Vol]) -> Result<CommitOutcome, VssError> {
+    let count = vols.len() as i64;
+    let created = crate::timefmt::now_rfc3339();
+    let rows: Vec<SnapshotRecord> = vols
+        .iter()
+        .map(|v| {
+            let info = v.provider.info();
+            SnapshotRecord {
+                snapshot_id: v.request.snapshot_id,
+                snapshot_set_id: v.request.snapshot_set_id,
+                snapshots_count: count,
+                original_volume: v.request.volume.path.to_string_lossy().into_owned(),
+                snapshot_path: String::new(),
+                locator: String::new(),
+                provider_id: info.id,
+                attributes: v.request.context.value(),
+                context: v.request.context.value(),
+                created: created.clone(),
+                state: SnapshotState::Preparing,
+                atomicity: info.atomicity.name().to_owned(),
+                exposed_name: None,
+                exposure_detail: None,
+                consistency: None,
+            }
+        })
+        .collect();
+    engine.catalog_handle().insert_all(&rows)?;
+
+    let mut ends: Vec<Instant> = Vec::new();
+    let freezing: Vec<usize> = (0..vols.len())
+        .filter(|i| vols[*i].provider.info().needs_freeze)
+        .collect();
+    let mut outcome = CommitOutcome::default();
+    if !freezing.is_empty() {
+        let mounts: Vec<std::path::PathBuf> = freezing
+            .iter()
+            .map(|i| vols[*i].request.volume.mount_point.clone())
+            .collect();
+        let jobs: Vec<(Arc<dyn Provider>, SnapshotRequest)> = freezing
+            .iter()
+            .map(|i| (vols[*i].provider.clone(), vols[*i].request.clone()))
+            .collect();
+        let config = engine.freeze_config();
+        let set_id = vols[0].request.snapshot_set_id;
+        // Everything between FIFREEZE and FITHAW runs on one blocking thread that touches
+        // nothing but the providers; logs are held in memory meanwhile.
+        let result = tokio::task::spawn_blocking(move || -> Result<_, VssError> {
+            let _hold = crate::logbuf::hold();
+            let frozen = vss_freeze::FreezeSet::freeze(&config, set_id, &mounts)?;
+            let mut done = Vec::new();
+            let mut failure = None;
+            for (p, r) in &jobs {
+                match p.commit(r) {
+                    Ok(c) => done.push((c, Instant::now())),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            let report = frozen.thaw();
+            Ok((done, failure, report))
+        })
+        .await
+        .map_err(|e| VssError::new(ErrorCode::UnexpectedProviderError, e.to_string()))??;
+        let (done, failure, report) = result;
+        for ((c, end), i) in done.into_iter().zip(freezing.iter()) {
+            vols[*i].committed = Some(c);
+            ends.push(end);
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let report = report?;
+        if report.guard_thawed {
+            return Err(VssError::new(
+                ErrorCode::HoldWritesTimeout,
+                format!(
+                    "the commit took longer than the commit window of {:?}; the freeze guard thawed the filesystems, so the snapshots are not trusted",
+                    engine.freeze_config().window
+                ),
+            ));
+        }
+        tracing::info!(frozen_for = ?report.frozen_for, volumes = freezing.len(), "filesystems frozen, committed and thawed");
+        outcome.filesystem_frozen = true;
+    }
+    for v in vols.iter_mut().filter(|v| !v.provider.info().needs_freeze) {
+        let (p, r) = (v.provider.clone(), v.request.clone());
+        let started = Instant::now();
+        let c = tokio::task::spawn_blocking(move || p.commit(&r))
+            .await
+            .map_err(|e| {
+                VssError::new(
+                    ErrorCode::UnexpectedProviderError,
+                    format!("provider commit panicked: {e}"),
+                )
+            })?
+            .map_err(|e| {
+                VssError::new(
+                    e.code,
+                    format!(
+                        "committing {}: {}",
+                        v.request.volume.path.display(),
+                        e.message
+                    ),
+                )
+            })?;
+        tracing::info!(volume = %v.request.volume.path.display(), elapsed = ?started.elapsed(), "snapshot committed");
+        v.committed = Some(c);
+        ends.push(Instant::now());
+    }
+    if let (Some(first), Some(last)) = (ends.iter().min(), ends.iter().max()) {
+        outcome.skew_us = last.duration_since(*first).as_micros() as u64;
+    }
+    let committed: Vec<(Id, String, String)> = vols
+        .iter()
+        .filter_map(|v| v.committed.as_ref())
+        .map(|c| {
+            (
+                c.snapshot_id,
+                c.snapshot_path.to_string_lossy().into_owned(),
+                c.locator.clone(),
+            )
+        })
+        .collect();
+    engine.catalog_handle().mark_committed(&committed)?;
+    Ok(outcome)
 }
 
 async fn record(

@@ -113,6 +113,14 @@ pub enum Call {
     Query,
     /// DeleteSnapshots.
     DeleteSnapshots,
+    /// DeleteVolumeSnapshots (oldest or all snapshots of a volume).
+    DeleteVolumeSnapshots,
+    /// ExposeSnapshot.
+    ExposeSnapshot,
+    /// UnexposeSnapshot.
+    UnexposeSnapshot,
+    /// BreakSnapshotSet.
+    BreakSnapshotSet,
 }
 
 /// One volume of the session's snapshot set.
@@ -262,7 +270,11 @@ impl Session {
                 | AbortBackup
                 | SaveAsXml
                 | Query
-                | DeleteSnapshots => Err(bad(
+                | DeleteSnapshots
+                | DeleteVolumeSnapshots
+                | ExposeSnapshot
+                | UnexposeSnapshot
+                | BreakSnapshotSet => Err(bad(
                     "the session is not initialized: call InitializeForBackup or \
                      InitializeForRestore first",
                 )),
@@ -438,10 +450,21 @@ impl Session {
                     Ok(())
                 }
             }
-            GetSnapshotProperties | Query | DeleteSnapshots => backup_only(match call {
+            // Administration: any backup-mode session (vss-model.md §2.2 (g)).
+            GetSnapshotProperties
+            | Query
+            | DeleteSnapshots
+            | DeleteVolumeSnapshots
+            | ExposeSnapshot
+            | UnexposeSnapshot
+            | BreakSnapshotSet => backup_only(match call {
                 GetSnapshotProperties => "GetSnapshotProperties",
                 Query => "Query",
-                _ => "DeleteSnapshots",
+                DeleteSnapshots => "DeleteSnapshots",
+                DeleteVolumeSnapshots => "DeleteVolumeSnapshots",
+                ExposeSnapshot => "ExposeSnapshot",
+                UnexposeSnapshot => "UnexposeSnapshot",
+                _ => "BreakSnapshotSet",
             }),
             SetBackupSucceeded => {
                 backup_only("SetBackupSucceeded")?;

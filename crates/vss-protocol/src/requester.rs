@@ -38,6 +38,10 @@ pub const METHODS: &[&str] = &[
     "SaveAsXml",
     "Query",
     "DeleteSnapshots",
+    "DeleteVolumeSnapshots",
+    "ExposeSnapshot",
+    "UnexposeSnapshot",
+    "BreakSnapshotSet",
     "QueryStatus",
     "Wait",
     "Cancel",
@@ -188,6 +192,82 @@ pub struct SnapshotProperties {
     pub creation_timestamp: String,
     /// `VSS_SNAPSHOT_STATE` name.
     pub status: String,
+    /// Where it is exposed (ExposeSnapshot), if it is.
+    #[serde(default)]
+    pub exposed_name: Option<String>,
+    /// The provider's atomicity: `per-subvolume`, `per-file` or `across-set`.
+    #[serde(default)]
+    pub atomicity: Option<String>,
+    /// The consistency record.
+    #[serde(default)]
+    pub consistency: Option<Consistency>,
+}
+
+/// How consistent a snapshot is, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Consistency {
+    /// `application-consistent`, `filesystem-consistent` or `crash-consistent`.
+    pub level: String,
+    /// Writers that froze and thawed.
+    #[serde(default)]
+    pub writers_frozen: Vec<String>,
+    /// Writers that took part and failed (name: state failure).
+    #[serde(default)]
+    pub writers_failed: Vec<String>,
+    /// Writers of the session that did not take part.
+    #[serde(default)]
+    pub writers_skipped: Vec<String>,
+    /// Microseconds between the first and the last commit of the set.
+    #[serde(default)]
+    pub commit_skew_us: u64,
+    /// Whether the filesystems were frozen (FIFREEZE) for the commit.
+    #[serde(default)]
+    pub filesystem_frozen: bool,
+}
+
+/// DeleteVolumeSnapshots parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeleteVolumeSnapshots {
+    /// The original volume.
+    pub volume: String,
+    /// Only the oldest snapshot.
+    pub oldest_only: bool,
+}
+
+/// Reply of DeleteVolumeSnapshots.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedCount {
+    /// How many were deleted.
+    pub deleted: i64,
+}
+
+/// ExposeSnapshot parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExposeSnapshot {
+    /// The snapshot.
+    pub snapshot_id: String,
+    /// An existing empty directory.
+    pub path: String,
+}
+
+/// Reply of ExposeSnapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExposeReply {
+    /// Where it is now readable.
+    pub exposed_name: String,
+}
+
+/// BreakSnapshotSet parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetIdParam {
+    /// The set.
+    pub snapshot_set_id: String,
 }
 
 /// SetBackupSucceeded parameters.

@@ -21,8 +21,16 @@
 //! read-only snapshots). The space is reclaimed later by the btrfs cleaner; deletion is checked
 //! by the name being gone from `.vss`, never by free space. After a restart the private mount of
 //! a locator is re-established from the fsid in its path.
+//!
+//! **Exposing.** A bind mount of the snapshot subvolume at the exposure path, made read-only by
+//! a second `MS_REMOUNT | MS_BIND | MS_RDONLY` ([`crate::expose::bind_read_only`]); the snapshot
+//! is a read-only subvolume anyway. Unexposing unmounts it (`MNT_DETACH`).
+//!
+//! **Query.** The snapshot subvolumes found in `.vss` of the volume's filesystem (all volumes
+//! of one filesystem share it).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -179,6 +187,25 @@ mod sys {
         unsafe { ioctl(fd, Updater::<FS_INFO, FsInfoArgs>::new(&mut args))? };
         Ok(Uuid::from_bytes(args.fsid))
     }
+}
+
+/// The root of the btrfs subvolume that holds `path` (which must exist), or `None` when `path`
+/// is not on btrfs. The walk stays below the mount containing `path`: for a bind mount of a
+/// plain directory the mount point is returned. See [`crate::volume::covering_volume`], which
+/// also answers for other filesystems.
+pub fn subvolume_of(path: &Path) -> std::io::Result<Option<PathBuf>> {
+    let canonical = std::fs::canonicalize(path)?;
+    let mounts = read_mountinfo()?;
+    let Some(mount) = containing_mount(&mounts, &canonical) else {
+        return Ok(None);
+    };
+    if mount.fs_type != "btrfs" {
+        return Ok(None);
+    }
+    Ok(Some(
+        crate::volume::btrfs_subvolume_root_of(&canonical, &mount.mount_point)?
+            .unwrap_or_else(|| mount.mount_point.clone()),
+    ))
 }
 
 /// The btrfs snapshot provider.
@@ -588,26 +615,50 @@ impl Provider for BtrfsProvider {
         }
     }
 
-    fn expose(
-        &self,
-        snapshot: &CommittedSnapshot,
-        _at: &Path,
-    ) -> Result<crate::Exposure, VssError> {
-        Err(VssError::new(
-            vss_model::ErrorCode::NotSupported,
-            format!(
-                "exposing btrfs snapshot {} is not implemented yet",
-                snapshot.snapshot_id
-            ),
-        ))
+    fn expose(&self, snapshot: &CommittedSnapshot, at: &Path) -> Result<crate::Exposure, VssError> {
+        let (parent, name) = self.open_locator(snapshot)?;
+        match subvolume_at(parent.as_fd(), &name) {
+            Ok(Some(true)) => {}
+            Ok(_) => {
+                return Err(VssError::not_found(format!(
+                    "btrfs snapshot '{}' does not exist (any more); it cannot be exposed",
+                    snapshot.locator
+                )));
+            }
+            Err(e) => {
+                return Err(os_error(
+                    ErrorCode::UnexpectedProviderError,
+                    format_args!("cannot examine snapshot '{}'", snapshot.locator),
+                    e,
+                    "check the filesystem",
+                ));
+            }
+        }
+        crate::expose::bind_read_only(Path::new(&snapshot.locator), at)?;
+        Ok(crate::Exposure {
+            path: at.to_owned(),
+            detail: None,
+        })
     }
 
     fn unexpose(
         &self,
         _snapshot: &CommittedSnapshot,
-        _exposure: &crate::Exposure,
+        exposure: &crate::Exposure,
     ) -> Result<(), VssError> {
-        Ok(())
+        crate::expose::unmount_exposure(&exposure.path)
+    }
+
+    fn query(&self, volume: &Volume) -> Result<Vec<String>, VssError> {
+        let mut found = Vec::new();
+        for path in self.list_snapshot_dirs(volume)? {
+            let is_subvolume = std::fs::symlink_metadata(&path)
+                .is_ok_and(|m| m.is_dir() && m.ino() == BTRFS_SUBVOLUME_ROOT_INO);
+            if is_subvolume {
+                found.push(path.to_string_lossy().into_owned());
+            }
+        }
+        Ok(found)
     }
 
     fn is_volume_supported(&self, volume: &Volume) -> bool {

@@ -9,11 +9,18 @@
 //! committed snapshot later (session end, DeleteSnapshots, or crash recovery).
 
 pub mod btrfs;
+pub mod exec;
+pub mod expose;
+pub mod fsops;
+pub mod image;
+pub mod reflink;
 pub mod volume;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-pub use volume::{Volume, resolve_volume};
+pub use fsops::syncfs;
+pub use volume::{Volume, VolumeKind, covering_volume, resolve_volume};
 use vss_model::{Id, ProviderType, SnapshotContext, VssError};
 
 /// What `vss list providers` shows (`VSS_PROVIDER_PROP`).
@@ -173,10 +180,27 @@ pub struct Exposure {
     pub detail: Option<String>,
 }
 
-/// The providers vssd knows, in the documented order of automatic choice: the first one that
-/// supports a volume takes it (vss-model.md §8.5; issue "Providers" adds more).
+/// The providers vssd knows, in the documented order of automatic choice: the daemon gives a
+/// volume to the first one whose `is_volume_supported` is true (vss-model.md §8.5).
+///
+/// 1. [`btrfs`]: btrfs subvolume roots (btrfs mount points and unmounted subvolumes).
+/// 2. [`image`]: mount points of filesystems (xfs, ext4, btrfs) on a whole-file loop device
+///    whose backing file lies on a reflink-capable filesystem. A btrfs image's mount point is a
+///    subvolume root, so the btrfs provider takes it first unless the requester names `image`.
+/// 3. [`reflink`]: directory trees (and mount points) on XFS with `reflink=1` or on btrfs
+///    (plain directories; subvolume roots went to btrfs above).
+/// 4. [`exec`]: only when [`ProviderConfig::exec_command`] is set; mount points for which the
+///    administrator's command answers `supported`.
 pub fn builtin_providers(config: &ProviderConfig) -> Vec<Box<dyn Provider>> {
-    vec![Box::new(btrfs::BtrfsProvider::new(config.clone()))]
+    let mut providers: Vec<Box<dyn Provider>> = vec![
+        Box::new(btrfs::BtrfsProvider::new(config.clone())),
+        Box::new(image::ImageProvider::new(config.clone())),
+        Box::new(reflink::ReflinkProvider::new(config.clone())),
+    ];
+    if config.exec_command.is_some() {
+        providers.push(Box::new(exec::ExecProvider::new(config.clone())));
+    }
+    providers
 }
 
 /// Settings shared by the providers.
@@ -186,6 +210,15 @@ pub struct ProviderConfig {
     pub run_dir: PathBuf,
     /// Name of the btrfs subvolume, directly under the top level, that holds snapshots.
     pub btrfs_snapshot_subvolume: String,
+    /// Name of the directory, at the root of the mount holding a reflink volume, that holds the
+    /// reflink provider's snapshots (`<mount root>/.vss-reflink/<snapshot id>`). One path
+    /// component.
+    pub reflink_dir_name: String,
+    /// The administrator's snapshot command for the `exec` provider; `None` (the default)
+    /// leaves that provider out of [`builtin_providers`].
+    pub exec_command: Option<PathBuf>,
+    /// How long one run of the exec command may take before its process group is killed.
+    pub exec_timeout: Duration,
 }
 
 impl ProviderConfig {
@@ -194,6 +227,9 @@ impl ProviderConfig {
         ProviderConfig {
             run_dir: run_dir.to_owned(),
             btrfs_snapshot_subvolume: ".vss".into(),
+            reflink_dir_name: ".vss-reflink".into(),
+            exec_command: None,
+            exec_timeout: Duration::from_secs(10),
         }
     }
 }

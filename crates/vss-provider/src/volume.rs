@@ -1,9 +1,14 @@
 //! Volume resolution: from a path the requester gave to the filesystem that a provider snapshots.
 //!
 //! A "volume" on Linux is a directory that a snapshot can be taken of as a whole: the mount point
-//! of a filesystem, or the root of a btrfs subvolume (which btrfs snapshots on its own, mounted
-//! or not). [`resolve_volume`] turns a requester's path into a [`Volume`], or says why the path
-//! is no volume.
+//! of a filesystem, the root of a btrfs subvolume (which btrfs snapshots on its own, mounted or
+//! not), or a plain directory tree (which the reflink provider clones file by file; see
+//! [`VolumeKind`]). [`resolve_volume`] turns a requester's path into a [`Volume`], or says why
+//! the path is no volume. Which provider takes a volume is the daemon's choice (the first in
+//! [`crate::builtin_providers`] order whose `is_volume_supported` says yes).
+//!
+//! [`covering_volume`] answers the opposite question for the daemon's consistency check: which
+//! volume boundary (btrfs subvolume root or mount point) captures a given file.
 //!
 //! The mount table comes from `/proc/self/mountinfo`, parsed by the pure [`parse_mountinfo`] so
 //! that the parser can be tested on sample text. Note that on btrfs the `st_dev` of a file is the
@@ -65,7 +70,31 @@ impl std::fmt::Display for FsType {
     }
 }
 
-/// A resolved volume: a directory that is a mount point or a btrfs subvolume root.
+/// What kind of directory a [`Volume`] is. When several apply, the first listed wins: a btrfs
+/// mount point is a `MountPoint` (with [`Volume::btrfs_subvolume_root`] set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VolumeKind {
+    /// A mount point: the whole filesystem shown by that mount (btrfs, image, exec, reflink).
+    MountPoint,
+    /// The root of a btrfs subvolume that is not itself a mount point (btrfs, reflink).
+    SubvolumeRoot,
+    /// Any other directory: only a directory tree can be snapshotted (reflink).
+    Directory,
+}
+
+impl VolumeKind {
+    /// A short name for messages (`mount point`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            VolumeKind::MountPoint => "mount point",
+            VolumeKind::SubvolumeRoot => "btrfs subvolume root",
+            VolumeKind::Directory => "directory",
+        }
+    }
+}
+
+/// A resolved volume: a directory that is a mount point, a btrfs subvolume root, or a plain
+/// directory tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
     /// The canonical path (absolute, no symlinks, no `..`).
@@ -82,6 +111,8 @@ pub struct Volume {
     pub btrfs_subvolume_root: bool,
     /// `st_dev` of `path` (on btrfs: the subvolume's anonymous device).
     pub dev: u64,
+    /// Mount point, subvolume root, or plain directory.
+    pub kind: VolumeKind,
 }
 
 /// One line of `/proc/self/mountinfo` (see proc(5)).
@@ -241,10 +272,11 @@ fn io_error(path: &str, what: &str, err: &io::Error) -> VssError {
 /// Resolves a requester's volume name to a [`Volume`].
 ///
 /// The path must be absolute and exist; it is canonicalized (symlinks resolved) and must then be
-/// a directory that is a mount point or the root of a btrfs subvolume.
+/// a directory: a mount point, the root of a btrfs subvolume, or any other directory
+/// ([`VolumeKind::Directory`], which only the reflink provider takes).
 ///
-/// Errors: `E_INVALIDARG` for a relative path, a non-directory, or a directory that is no volume;
-/// `VSS_E_OBJECT_NOT_FOUND` for a missing path; `E_ACCESSDENIED` when it cannot be examined.
+/// Errors: `E_INVALIDARG` for a relative path or a non-directory; `VSS_E_OBJECT_NOT_FOUND` for a
+/// missing path; `E_ACCESSDENIED` when it cannot be examined.
 pub fn resolve_volume(path: &str) -> Result<Volume, VssError> {
     let mounts = read_mountinfo().map_err(|e| {
         VssError::unexpected(format!(
@@ -267,7 +299,8 @@ pub fn resolve_volume_with(path: &str, mounts: &[MountInfo]) -> Result<Volume, V
     let meta = std::fs::metadata(&canonical).map_err(|e| io_error(&shown, "stat", &e))?;
     if !meta.is_dir() {
         return Err(VssError::invalid_arg(format!(
-            "'{shown}' is not a directory; give the mount point of the filesystem to snapshot"
+            "'{shown}' is not a directory; give the mount point of the filesystem or the \
+             directory tree to snapshot"
         )));
     }
     let mount = containing_mount(mounts, &canonical).ok_or_else(|| {
@@ -279,12 +312,13 @@ pub fn resolve_volume_with(path: &str, mounts: &[MountInfo]) -> Result<Volume, V
     let fs_type = FsType::from_name(&mount.fs_type);
     let is_mount_point = mount.mount_point == canonical;
     let btrfs_subvolume_root = fs_type == FsType::Btrfs && meta.ino() == BTRFS_SUBVOLUME_ROOT_INO;
-    if !is_mount_point && !btrfs_subvolume_root {
-        return Err(VssError::invalid_arg(format!(
-            "'{shown}' is neither a mount point nor a btrfs subvolume root; give the mount point \
-             of the filesystem to snapshot"
-        )));
-    }
+    let kind = if is_mount_point {
+        VolumeKind::MountPoint
+    } else if btrfs_subvolume_root {
+        VolumeKind::SubvolumeRoot
+    } else {
+        VolumeKind::Directory
+    };
     Ok(Volume {
         path: canonical,
         fs_type,
@@ -293,7 +327,57 @@ pub fn resolve_volume_with(path: &str, mounts: &[MountInfo]) -> Result<Volume, V
         is_mount_point,
         btrfs_subvolume_root,
         dev: meta.dev(),
+        kind,
     })
+}
+
+/// The volume boundary that captures `path` (a file or directory that exists): on btrfs the
+/// root of the subvolume containing it (a snapshot of an enclosing subvolume does not include a
+/// nested one), elsewhere the mount point of the mount containing it. The daemon uses it to
+/// find writer files that no volume of the set captures (VSS_E_WRITERERROR_INCONSISTENTSNAPSHOT).
+///
+/// On btrfs the walk goes up from `path` while `st_dev` stays that of `path` and stops at the
+/// first directory with inode 256 ([`BTRFS_SUBVOLUME_ROOT_INO`]); if it reaches the mount point
+/// first (a bind mount of a plain directory), that is the answer. `path` is canonicalized first.
+pub fn covering_volume(path: &Path) -> io::Result<PathBuf> {
+    let canonical = std::fs::canonicalize(path)?;
+    let mounts = read_mountinfo()?;
+    let mount = containing_mount(&mounts, &canonical).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no mount contains '{}'", canonical.display()),
+        )
+    })?;
+    if mount.fs_type != "btrfs" {
+        return Ok(mount.mount_point.clone());
+    }
+    Ok(btrfs_subvolume_root_of(&canonical, &mount.mount_point)?
+        .unwrap_or_else(|| mount.mount_point.clone()))
+}
+
+/// The root of the btrfs subvolume holding the canonical path `path`, not looking above
+/// `mount_point`; `None` when the walk reaches the mount point without finding one.
+pub(crate) fn btrfs_subvolume_root_of(
+    path: &Path,
+    mount_point: &Path,
+) -> io::Result<Option<PathBuf>> {
+    let start = std::fs::symlink_metadata(path)?;
+    let dev = start.dev();
+    let mut current = Some(path);
+    while let Some(dir) = current {
+        let meta = std::fs::symlink_metadata(dir)?;
+        if meta.dev() != dev {
+            break;
+        }
+        if meta.is_dir() && meta.ino() == BTRFS_SUBVOLUME_ROOT_INO {
+            return Ok(Some(dir.to_owned()));
+        }
+        if dir == mount_point {
+            break;
+        }
+        current = dir.parent();
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -410,15 +494,35 @@ garbage line
     }
 
     #[test]
-    fn plain_directory_is_no_volume() {
+    fn plain_directory_is_a_directory_volume() {
         let dir = tempfile::tempdir().unwrap();
-        let err = resolve_volume(dir.path().to_str().unwrap()).unwrap_err();
-        assert_eq!(err.code, ErrorCode::InvalidArg, "{err}");
-        assert!(
-            err.message
-                .contains("is neither a mount point nor a btrfs subvolume root"),
-            "{}",
-            err.message
+        let v = resolve_volume(dir.path().to_str().unwrap()).unwrap();
+        assert_eq!(v.kind, VolumeKind::Directory);
+        assert_eq!(v.path, std::fs::canonicalize(dir.path()).unwrap());
+        assert!(!v.is_mount_point);
+        assert!(!v.btrfs_subvolume_root);
+        assert!(v.path.starts_with(&v.mount_point));
+        assert_ne!(v.mount_point, v.path);
+    }
+
+    #[test]
+    fn covering_volume_off_btrfs_is_the_mount_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let v = resolve_volume(dir.path().to_str().unwrap()).unwrap();
+        if v.fs_type != FsType::Btrfs {
+            assert_eq!(covering_volume(&file).unwrap(), v.mount_point);
+        }
+        assert_eq!(
+            covering_volume(Path::new("/proc/self")).unwrap(),
+            Path::new("/proc")
+        );
+        assert_eq!(
+            covering_volume(&dir.path().join("missing"))
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::NotFound
         );
     }
 
@@ -437,6 +541,7 @@ garbage line
         let proc = resolve_volume("/proc").unwrap();
         assert_eq!(proc.path, Path::new("/proc"));
         assert!(proc.is_mount_point);
+        assert_eq!(proc.kind, VolumeKind::MountPoint);
         assert_eq!(proc.mount_point, Path::new("/proc"));
         assert_eq!(proc.fs_type, FsType::Other("proc".into()));
         assert!(!proc.btrfs_subvolume_root);

@@ -9,10 +9,15 @@ use std::time::Instant;
 
 use uuid::Uuid;
 use vss_model::{ErrorCode, SnapshotContext};
-use vss_provider::btrfs::BtrfsProvider;
+use vss_provider::btrfs::{BtrfsProvider, subvolume_of};
 use vss_provider::volume::{FsType, Volume, read_mountinfo};
-use vss_provider::{CommittedSnapshot, Provider, ProviderConfig, SnapshotRequest, resolve_volume};
-use vss_test_support::{Mounted, ScratchDir, have_tool, require_root, run, unmount_all_under};
+use vss_provider::{
+    CommittedSnapshot, Exposure, Provider, ProviderConfig, SnapshotRequest, VolumeKind,
+    covering_volume, resolve_volume,
+};
+use vss_test_support::{
+    Mounted, ScratchDir, have_tool, is_mounted, require_root, run, unmount_all_under,
+};
 
 const SIZE: u64 = 256 << 20;
 
@@ -256,8 +261,13 @@ fn unsupported_volumes() {
 
     let plain = fs.path().join("plain");
     std::fs::create_dir(&plain).unwrap();
-    let err = resolve_volume(plain.to_str().unwrap()).unwrap_err();
-    assert_eq!(err.code, ErrorCode::InvalidArg, "{err}");
+    // A plain directory is a volume (for the reflink provider), but not a btrfs one.
+    let dir_volume = resolve(&plain);
+    assert_eq!(dir_volume.kind, VolumeKind::Directory);
+    assert!(!dir_volume.btrfs_subvolume_root);
+    assert!(!p.is_volume_supported(&dir_volume));
+    let err = p.begin_prepare(&request(&dir_volume)).unwrap_err();
+    assert_eq!(err.code, ErrorCode::VolumeNotSupportedByProvider, "{err}");
     // Even a volume that claims to be a subvolume root is checked against the disk.
     let fake = Volume {
         path: plain.clone(),
@@ -337,11 +347,127 @@ fn mount_point_with_space_resolves() {
     assert!(!provider(&run_dir).is_volume_supported(&volume));
     let inside = dir.join("sub");
     std::fs::create_dir(&inside).unwrap();
-    let err = resolve_volume(inside.to_str().unwrap()).unwrap_err();
-    assert_eq!(err.code, ErrorCode::InvalidArg);
-    assert!(
-        err.message.contains("my disk/sub' is neither"),
-        "{}",
-        err.message
+    let v = resolve(&inside);
+    assert_eq!(v.kind, VolumeKind::Directory);
+    assert_eq!(v.mount_point, std::fs::canonicalize(&dir).unwrap());
+    assert_eq!(covering_volume(&inside).unwrap(), v.mount_point);
+    run("umount", [dir.as_os_str()]).unwrap();
+}
+
+/// Expose: a read-only bind mount of the snapshot; unexpose unmounts it; query lists the
+/// snapshot subvolumes.
+#[test]
+fn expose_query_unexpose() {
+    if !can_run() {
+        return;
+    }
+    let fs = Mounted::btrfs(SIZE).unwrap();
+    let run_dir = ScratchDir::new().unwrap();
+    std::fs::write(fs.path().join("hello.txt"), b"hello").unwrap();
+    let p = provider(&run_dir);
+    let volume = resolve(fs.path());
+    let (_req, snap) = snapshot(&p, &volume);
+    // A stray non-subvolume entry in .vss is not a snapshot.
+    std::fs::create_dir(fs.path().join(".vss/stray")).unwrap();
+    assert_eq!(p.query(&volume).unwrap(), vec![snap.locator.clone()]);
+
+    let at = run_dir.path().join("exposed");
+    std::fs::create_dir(&at).unwrap();
+    let exposure = p.expose(&snap, &at).unwrap();
+    assert_eq!(
+        exposure,
+        Exposure {
+            path: at.clone(),
+            detail: None
+        }
+    );
+    assert!(is_mounted(&at));
+    let mount = read_mountinfo()
+        .unwrap()
+        .into_iter()
+        .rfind(|m| m.mount_point == std::fs::canonicalize(&at).unwrap())
+        .unwrap();
+    assert!(mount.is_read_only(), "{mount:?}");
+    assert!(mount.mount_options.contains("nosuid"), "{mount:?}");
+    assert_eq!(std::fs::read(at.join("hello.txt")).unwrap(), b"hello");
+    let err = std::fs::write(at.join("new.txt"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    p.unexpose(&snap, &exposure).unwrap();
+    assert!(!is_mounted(&at));
+    p.unexpose(&snap, &exposure).unwrap();
+
+    delete_and_check(&p, &snap, fs.path());
+    // A deleted snapshot cannot be exposed.
+    let err = p.expose(&snap, &at).unwrap_err();
+    assert_eq!(err.code, ErrorCode::ObjectNotFound, "{err}");
+    assert!(!is_mounted(&at));
+    std::fs::remove_dir(fs.path().join(".vss/stray")).unwrap();
+    assert!(p.query(&volume).unwrap().is_empty());
+}
+
+/// `btrfs_snapshot_subvolume` names the snapshot subvolume.
+#[test]
+fn snapshot_subvolume_name_is_configurable() {
+    if !can_run() {
+        return;
+    }
+    let fs = Mounted::btrfs(SIZE).unwrap();
+    let run_dir = ScratchDir::new().unwrap();
+    let mut config = ProviderConfig::new(run_dir.path());
+    config.btrfs_snapshot_subvolume = ".snapshots".into();
+    let p = BtrfsProvider::new(config);
+    let volume = resolve(fs.path());
+    let (req, snap) = snapshot(&p, &volume);
+    assert_eq!(
+        snap.snapshot_path,
+        fs.path()
+            .join(".snapshots")
+            .join(req.snapshot_id.to_string())
+    );
+    assert!(!fs.path().join(".vss").exists());
+    assert!(subvolume_list(fs.path()).contains(".snapshots"));
+    assert_eq!(p.query(&volume).unwrap(), vec![snap.locator.clone()]);
+    delete_and_check(&p, &snap, fs.path());
+}
+
+/// covering_volume: the nested subvolume root for a file in a nested subvolume, the outer
+/// subvolume for a file beside it, the mount point for the top level.
+#[test]
+fn covering_volume_on_nested_subvolumes() {
+    if !can_run() {
+        return;
+    }
+    let fs = Mounted::btrfs(SIZE).unwrap();
+    let outer = fs.create_subvolume("outer");
+    let inner = fs.create_subvolume("outer/inner");
+    std::fs::create_dir_all(inner.join("a/b")).unwrap();
+    std::fs::write(inner.join("a/b/db"), b"x").unwrap();
+    std::fs::create_dir(outer.join("plain")).unwrap();
+    std::fs::write(outer.join("plain/f"), b"x").unwrap();
+    std::fs::write(fs.path().join("top"), b"x").unwrap();
+
+    assert_eq!(covering_volume(&inner.join("a/b/db")).unwrap(), inner);
+    assert_eq!(covering_volume(&inner.join("a")).unwrap(), inner);
+    assert_eq!(covering_volume(&inner).unwrap(), inner);
+    assert_eq!(covering_volume(&outer.join("plain/f")).unwrap(), outer);
+    assert_eq!(covering_volume(&fs.path().join("top")).unwrap(), fs.path());
+    assert_eq!(covering_volume(fs.path()).unwrap(), fs.path());
+    assert_eq!(
+        subvolume_of(&inner.join("a/b/db")).unwrap(),
+        Some(inner.clone())
+    );
+    assert_eq!(subvolume_of(Path::new("/proc/self")).unwrap(), None);
+    let v = resolve(&inner);
+    assert_eq!(v.kind, VolumeKind::SubvolumeRoot);
+
+    // Through a subvol= mount the walk stops at that mount.
+    let mounted_outer = fs.mount_again(Some("subvol=outer")).unwrap();
+    assert_eq!(
+        covering_volume(&mounted_outer.path().join("plain/f")).unwrap(),
+        mounted_outer.path()
+    );
+    assert_eq!(
+        covering_volume(&mounted_outer.path().join("inner/a/b/db")).unwrap(),
+        mounted_outer.path().join("inner")
     );
 }

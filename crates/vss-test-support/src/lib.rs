@@ -11,6 +11,11 @@
 //! * [`Mounted`]: a loop device with a new filesystem (`btrfs`, `xfs`, `ext4`) mounted.
 //! * [`ScratchDir`]: a temporary directory that unmounts whatever is mounted below it before it
 //!   is removed (for code under test that mounts things there itself).
+//! * [`Mounted::image_in`]: a filesystem in an image file inside another (scratch) filesystem,
+//!   on a loop device of its own, optionally created with `FS_NOCOW_FL` (`chattr +C`).
+//! * [`Frozen`] (from [`freeze`]): a scratch filesystem frozen with `FIFREEZE`, thawed on drop.
+//!   [`freeze`] refuses filesystems that are not a loop-device mount or that hold `/`, the temp
+//!   directory, `/var/tmp`, the working directory or the test binary.
 //!
 //! Rules these helpers follow and tests must keep:
 //!
@@ -104,11 +109,24 @@ impl LoopDevice {
     /// Attaches a new sparse file of `size_bytes` to a free loop device. `losetup` is retried up
     /// to 10 times, as a device the kernel offered can be taken by someone else first.
     pub fn new(size_bytes: u64) -> io::Result<LoopDevice> {
+        Self::new_in(&scratch_parent(), size_bytes, false)
+    }
+
+    /// Like [`LoopDevice::new`], with the backing file in a fresh temporary directory below
+    /// `parent` (for example inside a scratch filesystem). With `nocow` the empty file gets
+    /// `FS_NOCOW_FL` (`chattr +C`, btrfs only) before it is sized.
+    pub fn new_in(parent: &Path, size_bytes: u64, nocow: bool) -> io::Result<LoopDevice> {
         let dir = tempfile::Builder::new()
             .prefix("vss-loop-")
-            .tempdir_in(scratch_parent())?;
+            .tempdir_in(parent)?;
         let file = dir.path().join("disk.img");
-        File::create(&file)?.set_len(size_bytes)?;
+        let created = File::create(&file)?;
+        if nocow {
+            let flags = rustix::fs::ioctl_getflags(&created)?;
+            rustix::fs::ioctl_setflags(&created, flags | rustix::fs::IFlags::NOCOW)?;
+        }
+        created.set_len(size_bytes)?;
+        drop(created);
         let mut last_error = None;
         for attempt in 1..=10u64 {
             match run(
@@ -175,6 +193,116 @@ pub fn thaw(path: &Path) -> io::Result<()> {
         Ok(()) | Err(rustix::io::Errno::INVAL) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A filesystem frozen by [`freeze`]; thawed (`FITHAW`) on drop.
+#[derive(Debug)]
+pub struct Frozen {
+    path: PathBuf,
+    frozen: bool,
+}
+
+impl Frozen {
+    /// The mount point that is frozen.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Thaws now, reporting failure.
+    pub fn thaw(mut self) -> io::Result<()> {
+        self.frozen = false;
+        thaw(&self.path)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if std::mem::take(&mut self.frozen)
+            && let Err(e) = thaw(&self.path)
+        {
+            eprintln!("vss-test-support: FITHAW {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// `FIFREEZE` on the filesystem mounted at `mount_point`, which must be the mount point of a
+/// loop device (a scratch filesystem) and must not hold `/`, the temp directory, `/var/tmp`,
+/// the working directory or the test binary: freezing those would hang the test run.
+pub fn freeze(mount_point: &Path) -> io::Result<Frozen> {
+    use rustix::ioctl::{NoArg, Opcode, ioctl, opcode};
+    use std::os::unix::fs::MetadataExt;
+    const FIFREEZE: Opcode = opcode::read_write::<std::ffi::c_int>(b'X', 119);
+    let canonical = std::fs::canonicalize(mount_point)?;
+    let text = std::fs::read("/proc/self/mountinfo")?;
+    let is_loop_mount = text.split(|b| *b == b'\n').any(|line| {
+        let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+        let on_point = fields
+            .get(4)
+            .is_some_and(|f| OsString::from_vec(unescape(f)) == canonical);
+        let source = fields
+            .iter()
+            .position(|f| *f == b"-")
+            .and_then(|i| fields.get(i + 2));
+        on_point && source.is_some_and(|s| s.starts_with(b"/dev/loop"))
+    });
+    if !is_loop_mount {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "refusing to freeze {}: not the mount point of a loop device",
+                canonical.display()
+            ),
+        ));
+    }
+    let dev = std::fs::metadata(&canonical)?.dev();
+    let mut protected = vec![
+        PathBuf::from("/"),
+        std::env::temp_dir(),
+        PathBuf::from("/var/tmp"),
+    ];
+    protected.extend(std::env::current_dir());
+    protected.extend(std::env::current_exe());
+    for p in protected {
+        if std::fs::metadata(&p).is_ok_and(|m| m.dev() == dev) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "refusing to freeze {}: it holds {}",
+                    canonical.display(),
+                    p.display()
+                ),
+            ));
+        }
+    }
+    let fd = rustix::fs::open(
+        &canonical,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    // SAFETY: FIFREEZE is `_IOWR('X', 119, int)`; the kernel ignores its argument, so passing
+    // none (a null pointer) is fine, and it touches no memory of ours.
+    unsafe { ioctl(&fd, NoArg::<FIFREEZE>::new()) }?;
+    Ok(Frozen {
+        path: canonical,
+        frozen: true,
+    })
+}
+
+/// The loop devices (`/dev/loopN`) whose backing file is `file` (`losetup -j`).
+pub fn loop_devices_of(file: &Path) -> io::Result<Vec<PathBuf>> {
+    let out = run("losetup", [OsStr::new("-j"), file.as_os_str()])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split(':').next())
+        .filter(|d| d.starts_with("/dev/"))
+        .map(PathBuf::from)
+        .collect())
+}
+
+/// Whether `path` (canonicalized) is a mount point now.
+pub fn is_mounted(path: &Path) -> bool {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    mount_points().is_ok_and(|m| m.contains(&path))
 }
 
 /// Unmounts `path`, lazily (`MNT_DETACH`) if a normal unmount fails.
@@ -284,13 +412,46 @@ impl Mounted {
         Self::make("ext4", "mkfs.ext4", &["-q", "-F"], size_bytes)
     }
 
+    /// A filesystem of `fs_type` (`btrfs`, `xfs` with reflink, `ext4`) in an image file of
+    /// `size_bytes` in a fresh directory below `parent` (typically inside another [`Mounted`],
+    /// which must then be declared first so that it outlives this one), on a loop device of its
+    /// own, mounted. With `nocow` the image file is created with `FS_NOCOW_FL`.
+    pub fn image_in(
+        parent: &Path,
+        fs_type: &str,
+        size_bytes: u64,
+        nocow: bool,
+    ) -> io::Result<Mounted> {
+        let (fs_type, mkfs, args): (&'static str, &str, &[&str]) = match fs_type {
+            "btrfs" => ("btrfs", "mkfs.btrfs", &["-q", "-f"]),
+            "xfs" => ("xfs", "mkfs.xfs", &["-q", "-f", "-m", "reflink=1"]),
+            "ext4" => ("ext4", "mkfs.ext4", &["-q", "-F"]),
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("no image of type {other}: btrfs, xfs or ext4"),
+                ));
+            }
+        };
+        let loop_device = LoopDevice::new_in(parent, size_bytes, nocow)?;
+        Self::make_on(loop_device, fs_type, mkfs, args)
+    }
+
     fn make(
         fs_type: &'static str,
         mkfs: &str,
         args: &[&str],
         size_bytes: u64,
     ) -> io::Result<Mounted> {
-        let loop_device = LoopDevice::new(size_bytes)?;
+        Self::make_on(LoopDevice::new(size_bytes)?, fs_type, mkfs, args)
+    }
+
+    fn make_on(
+        loop_device: LoopDevice,
+        fs_type: &'static str,
+        mkfs: &str,
+        args: &[&str],
+    ) -> io::Result<Mounted> {
         let mut mkfs_args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
         mkfs_args.push(loop_device.path().as_os_str());
         run(mkfs, mkfs_args)?;
@@ -313,6 +474,11 @@ impl Mounted {
     /// The loop device.
     pub fn device(&self) -> &Path {
         self.loop_device.path()
+    }
+
+    /// The image file behind the loop device.
+    pub fn backing_file(&self) -> &Path {
+        self.loop_device.backing_file()
     }
 
     /// `btrfs`, `xfs` or `ext4`.
@@ -566,5 +732,45 @@ mod tests {
         assert!(mount_points().unwrap().contains(&canonical));
         assert_eq!(unmount_all_under(scratch.path()).unwrap(), 1);
         assert!(!mount_points().unwrap().contains(&canonical));
+    }
+
+    #[test]
+    fn freeze_refuses_non_scratch_filesystems() {
+        for path in [Path::new("/"), &std::env::temp_dir(), Path::new("/proc")] {
+            let err = freeze(path).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                io::ErrorKind::InvalidInput,
+                "{}: {err}",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn image_inside_a_scratch_filesystem_freezes_and_thaws() {
+        if !require_root() || !have_tool("mkfs.xfs") || !have_tool("mkfs.ext4") {
+            return;
+        }
+        let outer = Mounted::xfs(512 << 20).unwrap();
+        let inner = Mounted::image_in(outer.path(), "ext4", 64 << 20, false).unwrap();
+        assert!(inner.backing_file().starts_with(outer.path()));
+        assert_eq!(
+            loop_devices_of(inner.backing_file()).unwrap(),
+            [inner.device().to_owned()]
+        );
+        assert!(is_mounted(inner.path()));
+        let frozen = freeze(inner.path()).unwrap();
+        assert_eq!(frozen.path(), inner.path());
+        // Frozen twice: EBUSY.
+        assert!(freeze(inner.path()).is_err());
+        drop(frozen);
+        std::fs::write(inner.path().join("f"), b"x").unwrap();
+        let file = inner.backing_file().to_owned();
+        let mount_point = inner.path().to_owned();
+        drop(inner);
+        assert!(!is_mounted(&mount_point));
+        assert!(!file.exists());
+        assert!(Mounted::image_in(outer.path(), "vfat", 1 << 20, false).is_err());
     }
 }

@@ -32,7 +32,9 @@ async fn bad_volumes_are_refused_and_change_nothing() {
     let Some(mut env) = Env::new() else { return };
     let ext4 = Mounted::ext4(64 << 20).expect("an ext4 on a loop device");
     let vol = env.volume();
-    let plain_dir = vol.join("not-a-mount-point");
+    // A plain directory on ext4: no provider takes it (reflink needs xfs or btrfs; on btrfs it
+    // would be a valid reflink volume).
+    let plain_dir = ext4.path().join("not-a-mount-point");
     std::fs::create_dir(&plain_dir).unwrap();
     let file = vol.join("a-file");
     std::fs::write(&file, "x").unwrap();
@@ -50,7 +52,11 @@ async fn bad_volumes_are_refused_and_change_nothing() {
         ("relative/path".into(), None, ErrorCode::InvalidArg),
         ("".into(), None, ErrorCode::InvalidArg),
         (missing, None, ErrorCode::ObjectNotFound),
-        (plain_dir.display().to_string(), None, ErrorCode::InvalidArg),
+        (
+            plain_dir.display().to_string(),
+            None,
+            ErrorCode::VolumeNotSupported,
+        ),
         (file.display().to_string(), None, ErrorCode::InvalidArg),
         (
             ext4.path().display().to_string(),

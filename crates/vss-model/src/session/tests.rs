@@ -835,3 +835,34 @@ fn gather_status_after_complete_closes_writer_sessions_without_changing_state() 
     assert!(s.writers.iter().all(|w| w.session_completed));
     assert_eq!(s.writers[0].state, WriterState::Stable);
 }
+
+#[test]
+fn administration_calls_need_a_backup_session() {
+    for call in [
+        Call::Query,
+        Call::DeleteSnapshots,
+        Call::DeleteVolumeSnapshots,
+        Call::ExposeSnapshot,
+        Call::UnexposeSnapshot,
+        Call::BreakSnapshotSet,
+    ] {
+        assert_eq!(
+            Session::new().check(call).unwrap_err().code,
+            BadState,
+            "{call:?} uninitialized"
+        );
+        assert_eq!(
+            session_after(&[InitR]).check(call).unwrap_err().code,
+            BadState,
+            "{call:?} in restore"
+        );
+        assert!(
+            session_after(&[InitB]).check(call).is_ok(),
+            "{call:?} in backup"
+        );
+        assert!(
+            session_after(TO_SNAP).check(call).is_ok(),
+            "{call:?} after a snapshot"
+        );
+    }
+}
