@@ -7,6 +7,7 @@ pub mod config;
 mod consistency;
 pub mod engine;
 pub mod fanout;
+pub mod faults;
 pub mod lock;
 pub mod logbuf;
 pub mod ops;

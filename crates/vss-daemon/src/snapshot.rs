@@ -371,6 +371,7 @@ async fn commit_all(engine: &Arc<Engine>, vols: &mut [Vol]) -> Result<CommitOutc
         let result = tokio::task::spawn_blocking(move || -> Result<_, VssError> {
             let _hold = crate::logbuf::hold();
             let frozen = vss_freeze::FreezeSet::freeze(&config, set_id, &mounts)?;
+            crate::faults::point("while-frozen");
             let mut done = Vec::new();
             let mut failure = None;
             for (p, r) in &jobs {
@@ -436,6 +437,7 @@ async fn commit_all(engine: &Arc<Engine>, vols: &mut [Vol]) -> Result<CommitOutc
     if let (Some(first), Some(last)) = (ends.iter().min(), ends.iter().max()) {
         outcome.skew_us = last.duration_since(*first).as_micros() as u64;
     }
+    crate::faults::point("after-commit");
     let committed: Vec<(Id, String, String)> = vols
         .iter()
         .filter_map(|v| v.committed.as_ref())

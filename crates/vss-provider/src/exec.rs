@@ -172,6 +172,8 @@ pub fn run_command(
             }
             if status.is_none() {
                 timed_out = true;
+                // The command may have left the group (setsid): kill it by pid as well.
+                let _ = child.kill();
                 status = child.wait().ok();
             }
             break;
@@ -241,8 +243,11 @@ fn drain<R: Read + AsFd>(pipe: &mut Option<R>, tail: &mut Tail, limit: usize) {
         return;
     };
     let mut probe = [PollFd::new(reader, PollFlags::IN)];
-    let ready = matches!(rustix::event::poll(&mut probe, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 })), Ok(n) if n > 0);
-    if !ready {
+    let now = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    if !matches!(rustix::event::poll(&mut probe, Some(&now)), Ok(n) if n > 0) {
         return;
     }
     let mut buf = [0u8; 8192];

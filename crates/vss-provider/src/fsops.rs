@@ -43,9 +43,10 @@ pub fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
 }
 
 /// `ioctl(dst, FICLONE, src)`: makes `dst` share all of `src`'s extents (a whole-file reflink).
-/// `dst` must be open for writing and on the same filesystem *and mount* as `src`.
+/// `dst` must be open for writing and on the same filesystem as `src` (before Linux 5.18 also
+/// on the same mount).
 ///
-/// Errors worth knowing: `EXDEV` (different filesystem or mount), `EOPNOTSUPP` (no reflink:
+/// Errors worth knowing: `EXDEV` (different filesystem), `EOPNOTSUPP` (no reflink:
 /// ext4, XFS with `reflink=0`), `EINVAL` (btrfs: exactly one of the two has `FS_NOCOW_FL`).
 pub fn ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> Result<(), Errno> {
     rustix::fs::ioctl_ficlone(dst, src)

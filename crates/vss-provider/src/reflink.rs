@@ -14,8 +14,8 @@
 //!
 //! **Where snapshots live.** `<mount root>/<reflink_dir_name>/<snapshot id>/` (default
 //! `.vss-reflink`), where the mount root is the mount point of the mount that contains the
-//! volume: `FICLONE` needs source and target on the same filesystem *and the same mount*. The
-//! store directory is created with mode 0700, owned by root, so that unprivileged users cannot
+//! volume: `FICLONE` needs source and target on the same filesystem (before Linux 5.18 also on
+//! the same mount, which this layout satisfies too). The store directory is created with mode 0700, owned by root, so that unprivileged users cannot
 //! reach the clones (which keep the owners and modes of the originals). While `commit` runs the
 //! tree is built as `<snapshot id>.partial` and renamed when complete, so a crash never leaves a
 //! half-made tree under a snapshot's name.
@@ -24,9 +24,10 @@
 //! with `FS_NOCOW_FL` gets the flag on its empty clone first, else btrfs refuses with EINVAL),
 //! symbolic links, and hard links among the copied files. Mode, owner, group, access and
 //! modification times are kept. Sockets, FIFOs and device nodes are skipped (logged). The store
-//! itself and everything on another filesystem (mount points, nested btrfs subvolumes) are not
-//! descended into; a mount point or nested subvolume leaves an empty directory, as a btrfs
-//! snapshot does. Extended attributes and ACLs are not copied.
+//! itself and everything on another filesystem or mount (mount points, bind mounts even of the
+//! same filesystem, nested btrfs subvolumes) are not descended into; such a directory leaves an
+//! empty directory, as a btrfs snapshot does, and a bind-mounted file is left out. Extended
+//! attributes and ACLs are not copied.
 //!
 //! **Read-only.** A clone is an ordinary writable tree to root: `chmod a-w` does not stop root.
 //! The snapshot is therefore read-only by contract: vssd never writes to it, the store is
@@ -36,7 +37,7 @@
 //! **Deleting** removes the tree (never crossing into another filesystem, never following
 //! symbolic links), after checking that the locator names a snapshot in a store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -171,6 +172,10 @@ struct TreeClone<'a> {
     links: HashMap<u64, PathBuf>,
     stats: WalkStats,
     source_root: &'a Path,
+    /// Mount points below the source root, relative to it: bind mounts of the same filesystem
+    /// have the same `st_dev`, yet are other mounts and not part of the tree (and before Linux
+    /// 5.18 FICLONE refused to clone across mounts with EXDEV).
+    mounts: HashSet<PathBuf>,
 }
 
 impl TreeClone<'_> {
@@ -209,7 +214,17 @@ impl TreeClone<'_> {
             if (dev, ino) == self.store {
                 continue;
             }
-            match FileType::from_raw_mode(st.st_mode) {
+            let file_type = FileType::from_raw_mode(st.st_mode);
+            if self.mounts.contains(&child_rel) {
+                if file_type == FileType::Directory {
+                    // An empty directory in its place, as for another filesystem.
+                    self.copy_subdir(src, dst, &name, &st, &child_rel, u64::MAX)?;
+                } else {
+                    self.stats.skipped_mounts += 1;
+                }
+                continue;
+            }
+            match file_type {
                 FileType::Directory => self.copy_subdir(src, dst, &name, &st, &child_rel, dev)?,
                 FileType::RegularFile if dev == self.root_dev => {
                     self.copy_file(src, dst, &name, &st, &child_rel, ino)?;
@@ -218,8 +233,8 @@ impl TreeClone<'_> {
                     self.copy_symlink(src, dst, &name, &st, &child_rel)?;
                 }
                 FileType::RegularFile | FileType::Symlink => {
-                    // Cannot happen (only directories can be mount points), but never clone
-                    // across filesystems.
+                    // A file bind-mounted from another filesystem (also in `mounts`, unless
+                    // mounted after the walk started): never clone across filesystems.
                     self.stats.skipped_mounts += 1;
                 }
                 other => {
@@ -353,6 +368,26 @@ impl TreeClone<'_> {
         self.stats.symlinks += 1;
         Ok(())
     }
+}
+
+/// The mount points strictly below `root`, relative to it.
+fn mounts_below(root: &Path) -> Result<HashSet<PathBuf>, VssError> {
+    let mounts = crate::volume::read_mountinfo().map_err(|e| {
+        VssError::new(
+            ErrorCode::ProviderVeto,
+            format!("cannot read /proc/self/mountinfo: {e}; is /proc mounted?"),
+        )
+    })?;
+    Ok(mounts
+        .into_iter()
+        .filter_map(|m| {
+            m.mount_point
+                .strip_prefix(root)
+                .ok()
+                .filter(|rel| !rel.as_os_str().is_empty())
+                .map(Path::to_owned)
+        })
+        .collect())
 }
 
 /// Removes `name` in `dir` recursively, without following symbolic links and refusing to enter
@@ -722,6 +757,7 @@ impl Provider for ReflinkProvider {
                 links: HashMap::new(),
                 stats: WalkStats::default(),
                 source_root: &volume.path,
+                mounts: mounts_below(&volume.path)?,
             };
             walk.copy_dir(source.as_fd(), target.as_fd(), Path::new(""))?;
             set_attributes(target.as_fd(), &source_st).map_err(|e| {

@@ -249,6 +249,68 @@ fn btrfs_nested_subvolume_and_nocow_file() {
     );
 }
 
+/// Mounts inside the tree (another filesystem, and bind mounts of the same filesystem, which
+/// have the same `st_dev`) are not descended into: empty directories in their place.
+#[test]
+fn mounts_inside_the_tree_are_left_out() {
+    if !can_run("mkfs.xfs") || !have_tool("mkfs.ext4") {
+        return;
+    }
+    let fs = Mounted::xfs(512 << 20).unwrap();
+    let other = Mounted::ext4(64 << 20).unwrap();
+    let data = fs.path().join("data");
+    std::fs::create_dir_all(data.join("bind-dir")).unwrap();
+    std::fs::create_dir_all(data.join("ext4-dir")).unwrap();
+    std::fs::create_dir_all(fs.path().join("elsewhere")).unwrap();
+    std::fs::write(fs.path().join("elsewhere/f"), b"elsewhere").unwrap();
+    std::fs::write(fs.path().join("file-src"), b"file").unwrap();
+    std::fs::write(data.join("bind-file"), b"").unwrap();
+    std::fs::write(data.join("own"), b"own").unwrap();
+    std::fs::write(other.path().join("g"), b"ext4").unwrap();
+    let run_dir = ScratchDir::new().unwrap();
+    // Unmounted by this guard (also on panic), before the filesystems' guards drop.
+    struct Unmount(Vec<std::path::PathBuf>);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            for p in self.0.iter().rev() {
+                let _ = run("umount", [p.as_os_str()]);
+            }
+        }
+    }
+    let _mounts = Unmount(vec![
+        data.join("bind-dir"),
+        data.join("bind-file"),
+        data.join("ext4-dir"),
+    ]);
+    let bind = |src: &Path, dst: &Path| {
+        run(
+            "mount",
+            ["--bind".as_ref(), src.as_os_str(), dst.as_os_str()],
+        )
+        .unwrap();
+    };
+    bind(&fs.path().join("elsewhere"), &data.join("bind-dir"));
+    bind(&fs.path().join("file-src"), &data.join("bind-file"));
+    bind(other.path(), &data.join("ext4-dir"));
+
+    let p = provider(&run_dir);
+    let volume = resolve(&data);
+    let req = request(&volume);
+    p.begin_prepare(&req).unwrap();
+    let snap = Snap::new(&p, p.commit(&req).unwrap());
+    let root = &snap.snapshot.snapshot_path;
+    assert_eq!(std::fs::read(root.join("own")).unwrap(), b"own");
+    for dir in ["bind-dir", "ext4-dir"] {
+        assert!(root.join(dir).is_dir(), "{dir}");
+        assert_eq!(
+            std::fs::read_dir(root.join(dir)).unwrap().count(),
+            0,
+            "{dir}"
+        );
+    }
+    assert!(!root.join("bind-file").exists());
+}
+
 /// Volumes the provider does not take: ext4, XFS without reflink, the store itself.
 #[test]
 fn unsupported_volumes() {

@@ -93,3 +93,59 @@ async fn a_restarted_vssd_deletes_what_a_crashed_one_left() {
         env.vssd_log()
     );
 }
+
+/// vssd dies after the provider committed but before the catalog recorded it: the restarted
+/// vssd finds the snapshot through the provider (by its id) and deletes it; the writer, whose
+/// coordinator vanished while it was frozen, aborted by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_commit_and_catalog_write_is_cleaned_up_at_restart() {
+    let Some(mut env) = Env::new() else { return };
+    let vol = env.volume();
+    env.start_vssd_with_env(&[], &[("VSSD_FAULT", "after-commit")]);
+    env.start_writer("w", &["--component", &component(&vol)]);
+    let mut bc = env.requester().await;
+    bc.initialize_for_backup(None).await.unwrap();
+    bc.set_context(0x9).await.unwrap(); // persistent: only the crash rules may delete it
+    bc.set_backup_state(true, false, vss_client::BackupType::Full, false)
+        .await
+        .unwrap();
+    bc.gather_writer_metadata().await.unwrap().await.unwrap();
+    let w = bc.get_writer_metadata().await.unwrap().remove(0);
+    bc.add_component(
+        w.instance_id,
+        w.writer_id,
+        vss_client::ComponentType::FileGroup,
+        "",
+        "db",
+    )
+    .await
+    .unwrap();
+    bc.start_snapshot_set().await.unwrap();
+    let snap = bc
+        .add_to_snapshot_set(vol.to_str().unwrap(), None)
+        .await
+        .unwrap();
+    bc.prepare_for_backup().await.unwrap().await.unwrap();
+    let op = bc.do_snapshot_set().await.unwrap();
+    assert!(op.wait(None).await.is_err(), "vssd died in DoSnapshotSet");
+    let leftover = vol.join(".vss").join(snap.to_string());
+    assert!(leftover.is_dir(), "the provider committed before the crash");
+    env.wait_for_last_event("w", "Abort", QUICK).await;
+
+    std::fs::remove_file(env.socket()).ok();
+    env.start_vssd(&[]);
+    wait_until(
+        QUICK,
+        || !leftover.exists(),
+        "the committed but unrecorded snapshot to be deleted",
+    )
+    .await;
+    let mut bc = env.requester().await;
+    bc.initialize_for_backup(None).await.unwrap();
+    assert!(bc.query(Some(-1), None, None).await.unwrap().is_empty());
+    assert!(
+        env.vssd_log().contains("committed, not recorded"),
+        "{}",
+        env.vssd_log()
+    );
+}

@@ -109,6 +109,11 @@ impl Env {
 
     /// Starts vssd with extra arguments (e.g. `--timeout Freeze=2000`) and waits for its socket.
     pub fn start_vssd(&mut self, extra: &[&str]) {
+        self.start_vssd_with_env(extra, &[]);
+    }
+
+    /// [`Env::start_vssd`] with extra environment variables (e.g. `VSSD_FAULT`).
+    pub fn start_vssd_with_env(&mut self, extra: &[&str], envs: &[(&str, &str)]) {
         let d = self.dir.path();
         let stderr = std::fs::File::create(d.join("logs").join("vssd.stderr")).unwrap();
         let child = Command::new(bin("vssd"))
@@ -123,6 +128,7 @@ impl Env {
             .arg("--lock-file")
             .arg(d.join("set.lock"))
             .args(extra)
+            .envs(envs.iter().copied())
             .env("VSSD_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(stderr)
