@@ -32,6 +32,9 @@ pub(crate) struct SetMember {
     pub atomic_across_set: bool,
 }
 
+/// A writer instance, its name, and (component, file path) of its included components.
+type WriterFiles = (Id, String, Vec<(String, String)>);
+
 /// The writers (component mode, taking part) whose included components the set does not
 /// capture at one instant, each with its INCONSISTENTSNAPSHOT failure.
 pub(crate) async fn check_writers(
@@ -40,7 +43,7 @@ pub(crate) async fn check_writers(
     members: &[SetMember],
 ) -> Vec<(Id, Delivered)> {
     // Which files each writer's included components (and their implicit subcomponents) name.
-    let writers: Vec<(Id, String, Vec<(String, String)>)> = engine
+    let writers: Vec<WriterFiles> = engine
         .with_session(ctx, |s: &mut Session| {
             if !s.bcd.select_components {
                 return Vec::new();
