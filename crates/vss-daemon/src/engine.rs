@@ -659,8 +659,10 @@ impl Engine {
                     VssError::new(
                         ErrorCode::VolumeNotSupported,
                         format!(
-                            "no provider can snapshot {path} ({} filesystem); supported: btrfs \
-                             subvolumes (a btrfs mount point or subvolume root)",
+                            "no provider can snapshot {path} ({} filesystem): btrfs takes subvolume roots, \
+                             image takes loop-mounted filesystems whose backing file is on xfs or \
+                             btrfs, reflink takes directories on xfs (reflink=1) or btrfs; see \
+                             docs/providers.md",
                             volume.fs_type
                         ),
                     )
@@ -1050,7 +1052,8 @@ impl Engine {
             std::mem::take(&mut d.committed)
         };
         for (rec, provider) in committed {
-            if !rec.auto_release() {
+            // Gone from the catalog: deleted already, or broken (BreakSnapshotSet handed it over).
+            if !rec.auto_release() || matches!(self.catalog().get(rec.snapshot_id), Ok(None)) {
                 continue;
             }
             match self.delete_one(&rec, provider).await {

@@ -14,8 +14,11 @@
 //! * [`Mounted::image_in`]: a filesystem in an image file inside another (scratch) filesystem,
 //!   on a loop device of its own, optionally created with `FS_NOCOW_FL` (`chattr +C`).
 //! * [`Frozen`] (from [`freeze`]): a scratch filesystem frozen with `FIFREEZE`, thawed on drop.
+//!   [`Frozen::thaw_checked`] says whether it was still frozen.
 //!   [`freeze`] refuses filesystems that are not a loop-device mount or that hold `/`, the temp
 //!   directory, `/var/tmp`, the working directory or the test binary.
+//! * [`LoopCleanup`]: detaches loop devices that the code under test attached over files below a
+//!   directory (e.g. read-only loop devices over image clones), unmounting them first.
 //!
 //! Rules these helpers follow and tests must keep:
 //!
@@ -286,6 +289,117 @@ pub fn freeze(mount_point: &Path) -> io::Result<Frozen> {
         path: canonical,
         frozen: true,
     })
+}
+
+impl Frozen {
+    /// Thaws now and says whether the filesystem was still frozen: `Ok(true)` when `FITHAW`
+    /// thawed it, `Ok(false)` when it was not frozen any more (`EINVAL`, someone thawed it).
+    pub fn thaw_checked(mut self) -> io::Result<bool> {
+        self.frozen = false;
+        fithaw_checked(&self.path)
+    }
+}
+
+/// `FITHAW` on the filesystem at `path`: `Ok(true)` if it was frozen and is thawed now,
+/// `Ok(false)` if it was not frozen (`EINVAL`).
+pub fn fithaw_checked(path: &Path) -> io::Result<bool> {
+    use rustix::ioctl::{NoArg, Opcode, ioctl, opcode};
+    const FITHAW: Opcode = opcode::read_write::<std::ffi::c_int>(b'X', 120);
+    let fd = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    // SAFETY: as in `thaw`: FITHAW ignores its argument and touches no memory of ours.
+    match unsafe { ioctl(&fd, NoArg::<FITHAW>::new()) } {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::INVAL) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The attached loop devices with their backing files, from `/sys/block/loop*/loop/backing_file`
+/// (a ` (deleted)` suffix is kept).
+pub fn attached_loop_devices() -> io::Result<Vec<(PathBuf, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/sys/block")? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with("loop") {
+            continue;
+        }
+        let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else {
+            continue;
+        };
+        found.push((
+            Path::new("/dev").join(&name),
+            PathBuf::from(backing.trim_end_matches('\n')),
+        ));
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// A guard that, when dropped, unmounts what is mounted from and detaches the loop devices over
+/// files below a directory whose names contain a marker: for loop devices that the code under test attaches and a failing test may leave behind.
+/// Declare it *before* the filesystem holding those files is dropped (i.e. after it).
+#[derive(Debug)]
+pub struct LoopCleanup {
+    dir: PathBuf,
+    name_part: String,
+}
+
+impl LoopCleanup {
+    /// Cleans up loop devices over files below `dir` whose names contain `name_part`.
+    pub fn new(dir: &Path, name_part: &str) -> LoopCleanup {
+        LoopCleanup {
+            dir: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned()),
+            name_part: name_part.to_owned(),
+        }
+    }
+}
+
+impl Drop for LoopCleanup {
+    fn drop(&mut self) {
+        let Ok(devices) = attached_loop_devices() else {
+            return;
+        };
+        for (device, backing) in devices {
+            let matches = backing.starts_with(&self.dir)
+                && backing
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(&self.name_part));
+            if !matches {
+                continue;
+            }
+            // Mounted somewhere? Unmount it first (lazily), or the detach is only deferred.
+            let dev_text = device.to_string_lossy().into_owned();
+            if let Ok(text) = std::fs::read_to_string("/proc/self/mounts") {
+                for line in text.lines() {
+                    let mut fields = line.split(' ');
+                    if fields.next() == Some(dev_text.as_str())
+                        && let Some(at) = fields.next()
+                    {
+                        let at = PathBuf::from(OsString::from_vec(unescape(at.as_bytes())));
+                        eprintln!(
+                            "vss-test-support: unmounting leftover {} at {}",
+                            device.display(),
+                            at.display()
+                        );
+                        let _ = unmount(&at);
+                    }
+                }
+            }
+            eprintln!(
+                "vss-test-support: detaching leftover {} ({})",
+                device.display(),
+                backing.display()
+            );
+            if let Err(e) = run("losetup", [OsStr::new("-d"), device.as_os_str()]) {
+                eprintln!("vss-test-support: cannot detach {}: {e}", device.display());
+            }
+        }
+    }
 }
 
 /// The loop devices (`/dev/loopN`) whose backing file is `file` (`losetup -j`).

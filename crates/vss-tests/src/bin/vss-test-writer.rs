@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
@@ -38,7 +38,8 @@ const EVENT_NAMES: &str = "Identify, PrepareForBackup, PrepareForSnapshot, Freez
         {\"event\":\"Freeze\",\"params\":{...the event's parameters...},\"pid\":1234}\n\
         Identify logs params {}, BackupShutdown logs {\"snapshotSetId\": ...}, and an Abort the SDK runtime \
         raises by itself when the coordinator vanished while frozen logs params null (after a freeze \
-        timeout it logs Freeze's parameters).\n\n\
+        timeout it logs Freeze's parameters). With --write-continuously, Freeze is followed by a \
+        FreezeDone line and Thaw or Abort by a Resumed line (see that flag).\n\n\
         EVENT names: Identify, PrepareForBackup, PrepareForSnapshot, Freeze, Thaw, PostSnapshot, Abort, \
         BackupComplete, BackupShutdown, PreRestore, PostRestore.\n\
         Abort and BackupShutdown cannot fail (their hooks have no result): --fail-at ignores them. \
@@ -110,6 +111,16 @@ struct Args {
     /// Also serve this uid (vssd's, when it does not run as root).
     #[arg(long, value_name = "UID")]
     coordinator_uid: Option<u32>,
+
+    /// From start-up on, a background thread appends lines "seq N\n" (N = 1, 2, 3, ...) to FILE
+    /// (O_APPEND, one write(2) per line, about 1,000 lines/s, no fsync), modelling an
+    /// application that quiesces on Freeze. Freeze stops the thread at a line boundary and logs
+    /// {"event":"FreezeDone","lastSeq":N,"unixNs":T,"pid":P} (fsynced) after the Freeze line,
+    /// N being the last line written; Thaw or Abort resumes it and logs
+    /// {"event":"Resumed","lastSeq":N,"unixNs":T,"pid":P}. T is the wall clock (CLOCK_REALTIME)
+    /// in ns since the epoch. A failed write is reported on stderr and retried.
+    #[arg(long, value_name = "FILE")]
+    write_continuously: Option<PathBuf>,
 }
 
 fn parse_level(s: &str) -> Result<ApplicationLevel, String> {
@@ -210,27 +221,163 @@ struct TestWriter {
     write_on_freeze: Option<PathBuf>,
     write_on_thaw: Option<PathBuf>,
     backup_stamp: Option<String>,
+    continuous: Option<Arc<Continuous>>,
+}
+
+/// The state of `--write-continuously`, shared by the writing thread and the hooks. The thread
+/// holds the mutex while it writes a line, so a hook that holds it sees a line boundary.
+struct Continuous {
+    state: Mutex<ContinuousState>,
+    resumed: Condvar,
+}
+
+struct ContinuousState {
+    file: File,
+    paused: bool,
+    /// The last N written completely.
+    last: u64,
+}
+
+impl Continuous {
+    /// Opens FILE for appending and starts the writing thread.
+    fn start(path: &Path) -> std::io::Result<Arc<Continuous>> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let c = Arc::new(Continuous {
+            state: Mutex::new(ContinuousState {
+                file,
+                paused: false,
+                last: 0,
+            }),
+            resumed: Condvar::new(),
+        });
+        let c2 = c.clone();
+        let shown = path.display().to_string();
+        std::thread::Builder::new()
+            .name("write-continuously".into())
+            .spawn(move || c2.run(&shown))?;
+        Ok(c)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ContinuousState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn run(&self, shown: &str) {
+        let mut failing = false;
+        loop {
+            {
+                let mut st = self.lock();
+                while st.paused {
+                    st = self
+                        .resumed
+                        .wait(st)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                let n = st.last + 1;
+                let line = format!("seq {n}\n");
+                // One write(2) per line (O_APPEND): a line is in the file whole or not at all.
+                match st.file.write(line.as_bytes()) {
+                    Ok(k) if k == line.len() => {
+                        st.last = n;
+                        failing = false;
+                    }
+                    Ok(k) => {
+                        eprintln!("vss-test-writer: short write ({k} bytes) to {shown}; stopping");
+                        return;
+                    }
+                    Err(e) => {
+                        if !failing {
+                            eprintln!("vss-test-writer: cannot append to {shown}: {e}; retrying");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_micros(if failing { 100_000 } else { 1_000 }));
+        }
+    }
+
+    /// Stops the thread at a line boundary; returns the last N written.
+    fn pause(&self) -> u64 {
+        let mut st = self.lock();
+        st.paused = true;
+        st.last
+    }
+
+    /// Lets the thread go on; returns the last N written and whether it was paused.
+    fn resume(&self) -> (u64, bool) {
+        let mut st = self.lock();
+        let was = std::mem::replace(&mut st.paused, false);
+        self.resumed.notify_all();
+        (st.last, was)
+    }
+}
+
+/// The wall clock in ns since the epoch (comparable with `date +%s%N`).
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl TestWriter {
-    /// Logs the event, then exits, hangs or fails as asked.
-    fn on_event(&self, event: Event, params: Value) -> Result<(), VssError> {
-        if let Some(log) = &self.events_log {
-            let line =
-                json!({ "event": event.name(), "params": params, "pid": std::process::id() });
-            let mut file = log
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // One write(2) per line: under O_APPEND, writers sharing a log never interleave.
-            let text = format!("{line}\n");
-            let written = file
-                .write_all(text.as_bytes())
-                .and_then(|()| file.flush())
-                .and_then(|()| file.sync_all());
-            if let Err(e) = written {
-                eprintln!("vss-test-writer: cannot write the events log: {e}");
+    /// Appends one JSON line to the events log and fsyncs it.
+    fn log_line(&self, line: &Value) {
+        let Some(log) = &self.events_log else {
+            return;
+        };
+        let mut file = log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // One write(2) per line: under O_APPEND, writers sharing a log never interleave.
+        let text = format!("{line}\n");
+        let written = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.flush())
+            .and_then(|()| file.sync_all());
+        if let Err(e) = written {
+            eprintln!("vss-test-writer: cannot write the events log: {e}");
+        }
+    }
+
+    /// `--write-continuously`: stops writing and logs FreezeDone.
+    fn quiesce(&self) {
+        if let Some(c) = &self.continuous {
+            let last = c.pause();
+            self.log_line(&json!({
+                "event": "FreezeDone",
+                "lastSeq": last,
+                "unixNs": unix_ns(),
+                "pid": std::process::id(),
+            }));
+        }
+    }
+
+    /// `--write-continuously`: resumes writing (if it was stopped) and logs Resumed.
+    fn resume(&self) {
+        if let Some(c) = &self.continuous {
+            let (last, was_paused) = c.resume();
+            if was_paused {
+                self.log_line(&json!({
+                    "event": "Resumed",
+                    "lastSeq": last,
+                    "unixNs": unix_ns(),
+                    "pid": std::process::id(),
+                }));
             }
         }
+    }
+
+    /// Logs the event, then exits, hangs or fails as asked.
+    fn on_event(&self, event: Event, params: Value) -> Result<(), VssError> {
+        self.log_line(
+            &json!({ "event": event.name(), "params": params, "pid": std::process::id() }),
+        );
         if self.exit_at.contains(&event) {
             eprintln!(
                 "vss-test-writer: exiting at {} as asked (--exit-at)",
@@ -299,6 +446,7 @@ impl Writer for TestWriter {
 
     fn freeze(&self, ev: &EventParams) -> Result<(), VssError> {
         self.event(Event::Freeze, ev)?;
+        self.quiesce();
         match &self.write_on_freeze {
             Some(p) => write_marker(p, "freeze"),
             None => Ok(()),
@@ -306,7 +454,10 @@ impl Writer for TestWriter {
     }
 
     fn thaw(&self, ev: &EventParams) -> Result<(), VssError> {
-        self.event(Event::Thaw, ev)?;
+        let logged = self.event(Event::Thaw, ev);
+        // A Thaw that fails as asked still ends the freeze: Abort may not follow.
+        self.resume();
+        logged?;
         match &self.write_on_thaw {
             Some(p) => write_marker(p, "thaw"),
             None => Ok(()),
@@ -347,6 +498,7 @@ impl Writer for TestWriter {
             .and_then(|e| serde_json::to_value(e).ok())
             .unwrap_or(Value::Null);
         let _ = self.on_event(Event::Abort, params);
+        self.resume();
     }
 
     fn backup_complete(&self, ev: &EventParams) -> Result<(), VssError> {
@@ -419,6 +571,19 @@ fn main() -> std::process::ExitCode {
         exclude_files: vec![],
         components: args.components,
     };
+    let continuous = match &args.write_continuously {
+        None => None,
+        Some(p) => match Continuous::start(p) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!(
+                    "vss-test-writer: cannot write continuously to {}: {e}",
+                    p.display()
+                );
+                return std::process::ExitCode::from(2);
+            }
+        },
+    };
     let writer = Arc::new(TestWriter {
         metadata,
         events_log,
@@ -428,6 +593,7 @@ fn main() -> std::process::ExitCode {
         write_on_freeze: args.write_on_freeze,
         write_on_thaw: args.write_on_thaw,
         backup_stamp: args.backup_stamp,
+        continuous,
     });
     let config = RuntimeConfig {
         writers_dir: args.writers_dir,

@@ -580,3 +580,449 @@ pub async fn raw_call_on(
         vss_protocol::Decoded::Error { name, parameters } => Err((name, parameters)),
     }
 }
+
+// ----- helpers for the provider and freeze-fault tests -------------------------------------
+
+/// `VSS_CTX_BACKUP`: auto-release, with writers.
+pub const CTX_BACKUP: i64 = 0;
+/// `VSS_CTX_APP_ROLLBACK`: persistent, with writers.
+pub const CTX_APP_ROLLBACK: i64 = 0x9;
+/// `VSS_CTX_NAS_ROLLBACK`: persistent, without writers.
+pub const CTX_NAS_ROLLBACK: i64 = 0x19;
+
+/// The fixed provider ids (vss-provider's `*_PROVIDER_ID`).
+pub const BTRFS_PROVIDER: &str = "0b1a5e5c-8f2e-4c6e-9a41-6c1f0b7e2a01";
+pub const REFLINK_PROVIDER: &str = "0b1a5e5c-8f2e-4c6e-9a41-6c1f0b7e2a02";
+pub const IMAGE_PROVIDER: &str = "0b1a5e5c-8f2e-4c6e-9a41-6c1f0b7e2a03";
+pub const EXEC_PROVIDER: &str = "0b1a5e5c-8f2e-4c6e-9a41-6c1f0b7e2a04";
+
+impl Env {
+    /// A world whose volume is `fs`, a filesystem the caller made (after `require_root`).
+    /// Filesystems the test makes besides must be declared before the `Env`, so that vssd and
+    /// the writers are stopped before they are unmounted.
+    pub fn with_fs(fs: Mounted) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("vss-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        for d in ["writers", "state", "run", "logs"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        Env {
+            dir,
+            fs,
+            vssd: None,
+            writers: Vec::new(),
+        }
+    }
+
+    /// vssd's state directory (the catalog).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// vssd's run directory (the freeze journal is `<run>/freeze`).
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// Every complete line of writer `name`'s events log, as JSON (including the FreezeDone and
+    /// Resumed lines of `--write-continuously`).
+    pub fn raw_events(&self, name: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.log(name)).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+        complete
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l}: {e}")))
+            .collect()
+    }
+
+    /// Writer `name`'s last line for `event` (e.g. `FreezeDone`), if any.
+    pub fn last_raw_event(&self, name: &str, event: &str) -> Option<serde_json::Value> {
+        self.raw_events(name)
+            .into_iter()
+            .rev()
+            .find(|v| v["event"] == event)
+    }
+
+    /// The `lastSeq` writer `name` logged with its last FreezeDone (panics if none).
+    pub fn last_seq_at_freeze(&self, name: &str) -> u64 {
+        let line = self
+            .last_raw_event(name, "FreezeDone")
+            .unwrap_or_else(|| panic!("{name} logged no FreezeDone: {:?}", self.raw_events(name)));
+        line["lastSeq"].as_u64().expect("lastSeq")
+    }
+
+    /// Waits until vssd (started by this Env) has exited, up to `t`; returns how long it took.
+    pub fn wait_vssd_exit(&mut self, t: Duration) -> Duration {
+        let started = Instant::now();
+        let v = self.vssd.as_mut().expect("vssd");
+        loop {
+            if let Ok(Some(_)) = v.child.try_wait() {
+                return started.elapsed();
+            }
+            assert!(started.elapsed() < t, "vssd did not exit within {t:?}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// `seq 1\n` … `seq n\n`: what a `--write-continuously` file holds after `n` lines.
+pub fn seq_lines(n: u64) -> String {
+    (1..=n).map(|i| format!("seq {i}\n")).collect()
+}
+
+/// Asserts that `content` is exactly the lines `seq 1` … `seq n`, each complete.
+pub fn assert_seq_exact(content: &str, n: u64, what: &str) {
+    assert!(n > 0, "{what}: the writer wrote nothing before Freeze");
+    if content != seq_lines(n) {
+        let tail: Vec<&str> = content.lines().rev().take(3).collect();
+        panic!(
+            "{what}: expected exactly `seq 1` .. `seq {n}` ({} bytes), found {} bytes ending {:?}{}",
+            seq_lines(n).len(),
+            content.len(),
+            tail,
+            if content.ends_with('\n') {
+                ""
+            } else {
+                " (an incomplete last line)"
+            }
+        );
+    }
+}
+
+/// The number of lines of a `--write-continuously` file, checking that they are `seq 1` …
+/// `seq N` in order and complete (a crash-consistent copy of it must be such a prefix).
+pub fn seq_prefix_len(content: &str, what: &str) -> u64 {
+    assert!(
+        content.is_empty() || content.ends_with('\n'),
+        "{what}: incomplete last line"
+    );
+    let mut n = 0;
+    for line in content.lines() {
+        n += 1;
+        assert_eq!(line, format!("seq {n}"), "{what}: line {n}");
+    }
+    n
+}
+
+/// The N of the last complete `seq N` line of `file` (0 when there is none). The file may be
+/// growing.
+pub fn last_seq_in(file: &Path) -> u64 {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |i| &text[..i]);
+    complete
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("seq "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Appends a line to `file` from a child process (`timeout T sh -c 'echo probe >> FILE'`) and
+/// returns how long that took, or an error if it did not finish within `t` (the filesystem is
+/// still frozen: a process writing to it sleeps until the thaw, so the test thread never
+/// writes there itself). A child that is still blocked is reaped by a thread later.
+pub fn writable_within(file: &Path, t: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut child = Command::new("timeout")
+        .arg(format!("{}", t.as_secs() + 1))
+        .args(["sh", "-c", "echo probe >> \"$1\"", "sh"])
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the writability probe");
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the probe") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            return if status.success() {
+                Ok(started.elapsed())
+            } else {
+                Err(format!(
+                    "writing to {} failed ({status}): {err}",
+                    file.display()
+                ))
+            };
+        }
+        if started.elapsed() >= t {
+            std::thread::spawn(move || {
+                let _ = child.wait();
+            });
+            return Err(format!(
+                "writing to {} did not finish within {t:?}: the filesystem is still frozen",
+                file.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Processes whose command line (arguments joined by spaces) contains every one of `needles`.
+pub fn processes_with(needles: &[&str]) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw)
+            .trim_end_matches('\0')
+            .replace('\0', " ");
+        if !cmdline.is_empty() && needles.iter().all(|n| cmdline.contains(n)) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// The catalog's rows as (snapshot id, state), read with the `sqlite3` tool (also rows Query
+/// does not show: PREPARING, COMMITTED). `None` when `sqlite3` is not installed.
+pub fn catalog_rows(state_dir: &Path) -> Option<Vec<(String, String)>> {
+    if !vss_test_support::have_tool("sqlite3") {
+        eprintln!("note: no sqlite3 tool; the catalog's hidden rows are not checked");
+        return None;
+    }
+    let db = state_dir.join("catalog.sqlite");
+    let out = vss_test_support::run(
+        "sqlite3",
+        [
+            db.as_os_str(),
+            std::ffi::OsStr::new("SELECT snapshot_id || '|' || state FROM snapshots"),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("reading the catalog: {e}"));
+    Some(
+        out.lines()
+            .filter_map(|l| l.split_once('|'))
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect(),
+    )
+}
+
+/// A fresh connection to vssd with InitializeForBackup done (for calls the client library does
+/// not offer: ExposeSnapshot, UnexposeSnapshot, BreakSnapshotSet, DeleteVolumeSnapshots).
+pub async fn raw_session(socket: &Path) -> vss_protocol::transport::Connection {
+    let mut conn = vss_protocol::transport::connect(socket)
+        .await
+        .expect("connect to vssd");
+    raw_call_on(
+        &mut conn,
+        "vss.Requester.InitializeForBackup",
+        serde_json::json!({}),
+    )
+    .await
+    .expect("InitializeForBackup");
+    conn
+}
+
+/// The `code` of a raw `vss.Requester.VssError` reply.
+pub fn raw_code(reply: &Result<serde_json::Value, (String, serde_json::Value)>) -> String {
+    match reply {
+        Ok(v) => panic!("expected a VssError, got {v}"),
+        Err((name, params)) => {
+            assert_eq!(name, "vss.Requester.VssError", "{params}");
+            params["code"].as_str().unwrap_or_default().to_owned()
+        }
+    }
+}
+
+/// A requester session up to DoSnapshotSet: InitializeForBackup, SetContext(`context`), and for
+/// contexts with writers SetBackupState (component mode, FULL), GatherWriterMetadata and every
+/// component of every writer; then StartSnapshotSet, AddToSnapshotSet for each volume (vssd
+/// chooses the provider), and PrepareForBackup where writers take part. Returns the set and
+/// the snapshot ids.
+pub async fn prepare_set(
+    bc: &mut vss_client::BackupComponents,
+    context: i64,
+    volumes: &[&str],
+) -> (uuid::Uuid, Vec<uuid::Uuid>) {
+    let with_writers = context & 0x10 == 0;
+    bc.initialize_for_backup(None)
+        .await
+        .expect("InitializeForBackup");
+    bc.set_context(context).await.expect("SetContext");
+    if with_writers {
+        bc.set_backup_state(true, false, vss_client::BackupType::Full, false)
+            .await
+            .expect("SetBackupState");
+        bc.gather_writer_metadata()
+            .await
+            .expect("GatherWriterMetadata")
+            .await
+            .expect("GatherWriterMetadata's operation");
+        for w in bc.get_writer_metadata().await.expect("GetWriterMetadata") {
+            for c in &w.components {
+                bc.add_component(
+                    w.instance_id,
+                    w.writer_id,
+                    c.component_type,
+                    &c.logical_path,
+                    &c.name,
+                )
+                .await
+                .expect("AddComponent");
+            }
+        }
+    }
+    let set = bc.start_snapshot_set().await.expect("StartSnapshotSet");
+    let mut snapshots = Vec::new();
+    for v in volumes {
+        snapshots.push(
+            bc.add_to_snapshot_set(v, None)
+                .await
+                .unwrap_or_else(|e| panic!("AddToSnapshotSet({v}): {e}")),
+        );
+    }
+    if with_writers {
+        bc.prepare_for_backup()
+            .await
+            .expect("PrepareForBackup")
+            .await
+            .expect("PrepareForBackup's operation");
+    }
+    (set, snapshots)
+}
+
+/// What the exec provider's test command is told to do.
+#[derive(Debug, Default)]
+pub struct ExecBehaviour {
+    /// `supported` answers 0 for exactly these mount points.
+    pub supported: Vec<PathBuf>,
+    /// `create` fails (exit 3) for this volume.
+    pub fail_create_on: Option<PathBuf>,
+    /// `create` hangs (`sleep` [`EXEC_HANG_SECONDS`]) after logging.
+    pub hang_create: bool,
+}
+
+/// The odd `sleep` argument of a hanging exec command, to find it among processes.
+pub const EXEC_HANG_SECONDS: &str = "600.4242";
+
+/// One run of the exec test command, as it logged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecCall {
+    pub action: String,
+    pub volume: String,
+    pub snapshot_id: String,
+    /// `date +%s%N` when it started.
+    pub unix_ns: u64,
+    pub locator: String,
+    /// For `create`: `yes` if the volume was frozen (a second FIFREEZE got EBUSY), `no` if not.
+    pub frozen: String,
+}
+
+/// A shell script serving as vssd's `--exec-command`: it logs every run
+/// (`ACTION|VOLUME|SNAPSHOT_ID|UNIX_NS|LOCATOR|FROZEN` to a file outside the volumes) and, for
+/// `create`, prints `snap-<snapshot id>` as the snapshot's identity. It never writes to the
+/// volume: to learn whether the volume is frozen during `create` it asks for a second freeze
+/// (`fsfreeze --freeze`), which fails with EBUSY on a frozen filesystem (and is undone at once
+/// if it was not frozen, which would be the bug under test).
+pub struct ExecScript {
+    pub path: PathBuf,
+    pub log: PathBuf,
+}
+
+impl ExecScript {
+    /// Writes the script into `dir`.
+    pub fn new(dir: &Path, behaviour: &ExecBehaviour) -> ExecScript {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("exec-provider.sh");
+        let log = dir.join("exec-provider.log");
+        let quote = |p: &Path| format!("'{}'", p.display());
+        let supported = if behaviour.supported.is_empty() {
+            "exit 1".to_owned()
+        } else {
+            let list: Vec<String> = behaviour.supported.iter().map(|p| quote(p)).collect();
+            format!(
+                "case \"$VSS_VOLUME\" in\n        {}) exit 0 ;;\n    esac\n    exit 1",
+                list.join("|")
+            )
+        };
+        let hang = if behaviour.hang_create {
+            format!("sleep {EXEC_HANG_SECONDS}\n    ")
+        } else {
+            String::new()
+        };
+        let fail = match &behaviour.fail_create_on {
+            Some(v) => format!(
+                "if [ \"$VSS_VOLUME\" = {} ]; then\n        echo \"test: refusing to snapshot $VSS_VOLUME\" >&2\n        exit 3\n    fi\n    ",
+                quote(v)
+            ),
+            None => String::new(),
+        };
+        let script = format!(
+            r#"#!/bin/sh
+# The exec provider's command for vss-tests: logs every run, never writes to the volume.
+log={log}
+frozen=-
+if [ "$VSS_ACTION" = create ]; then
+    if out=$(fsfreeze --freeze "$VSS_VOLUME" 2>&1); then
+        fsfreeze --unfreeze "$VSS_VOLUME"
+        frozen=no
+    else
+        case "$out" in
+            *busy*|*Busy*) frozen=yes ;;
+            *) frozen=error ;;
+        esac
+    fi
+fi
+echo "$VSS_ACTION|${{VSS_VOLUME:-}}|${{VSS_SNAPSHOT_ID:-}}|$(date +%s%N)|${{VSS_LOCATOR:-}}|$frozen" >> "$log"
+case "$VSS_ACTION" in
+supported)
+    {supported}
+    ;;
+create)
+    {hang}{fail}echo "snap-$VSS_SNAPSHOT_ID"
+    exit 0
+    ;;
+esac
+exit 0
+"#,
+            log = quote(&log),
+        );
+        std::fs::write(&path, script).expect("write the exec script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the exec script");
+        ExecScript { path, log }
+    }
+
+    /// Every run logged so far (the `supported` probes too).
+    pub fn calls(&self) -> Vec<ExecCall> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('|').collect();
+                let [action, volume, snapshot_id, ns, locator, frozen] = f[..] else {
+                    return None;
+                };
+                Some(ExecCall {
+                    action: action.to_owned(),
+                    volume: volume.to_owned(),
+                    snapshot_id: snapshot_id.to_owned(),
+                    unix_ns: ns.parse().unwrap_or(0),
+                    locator: locator.to_owned(),
+                    frozen: frozen.to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    /// The runs of `action`.
+    pub fn calls_of(&self, action: &str) -> Vec<ExecCall> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.action == action)
+            .collect()
+    }
+}

@@ -1,0 +1,156 @@
+//! Running the backup program (`vss backup ... -- COMMAND`, `vss create ... -- COMMAND`) while
+//! the snapshots exist.
+//!
+//! The command gets the environment variables `VSS_SNAPSHOT_SET_ID`, `VSS_VOLUME_COUNT`, and
+//! for each volume `i` from 1 `VSS_VOLUME_i` (the original volume) and `VSS_SNAPSHOT_i` (a path
+//! where its snapshot is readable); every `{snapshot}` inside an argument becomes
+//! `VSS_SNAPSHOT_1`. Its standard input and error are `vss`'s; its standard output too, except
+//! with `--json`, where it goes to `vss`'s standard error so that standard output stays one JSON
+//! document. Its exit status is returned as an exit code (128 + N when killed by signal N, 127
+//! when it was not found, 126 when it could not be executed).
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::process::Stdio;
+
+use uuid::Uuid;
+
+use crate::exit::{self, CliError};
+use crate::output;
+use crate::signals::Signals;
+
+/// The placeholder replaced in the command's arguments.
+pub const PLACEHOLDER: &str = "{snapshot}";
+
+/// One volume of the set and where its snapshot is readable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readable {
+    /// The original volume.
+    pub volume: String,
+    /// Where the snapshot can be read.
+    pub path: String,
+}
+
+/// Replaces every `{snapshot}` in `arg` with `with`.
+pub fn substitute(arg: &OsStr, with: &OsStr) -> OsString {
+    let (hay, needle, rep) = (arg.as_bytes(), PLACEHOLDER.as_bytes(), with.as_bytes());
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(needle) {
+            out.extend_from_slice(rep);
+            i += needle.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    OsString::from_vec(out)
+}
+
+/// The environment variables the command gets.
+pub fn environment(set_id: Uuid, snaps: &[Readable]) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("VSS_SNAPSHOT_SET_ID".to_owned(), set_id.to_string()),
+        ("VSS_VOLUME_COUNT".to_owned(), snaps.len().to_string()),
+    ];
+    for (i, s) in snaps.iter().enumerate() {
+        env.push((format!("VSS_VOLUME_{}", i + 1), s.volume.clone()));
+        env.push((format!("VSS_SNAPSHOT_{}", i + 1), s.path.clone()));
+    }
+    env
+}
+
+/// Runs `argv` and returns its exit code. Only a failure to set up its standard output is an
+/// error; a command that cannot be started gives 126 or 127 like a shell.
+pub async fn run(
+    argv: &[OsString],
+    set_id: Uuid,
+    snaps: &[Readable],
+    json: bool,
+    signals: &Signals,
+) -> Result<u8, CliError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(CliError::usage("no command given after --"));
+    };
+    let first = snaps
+        .first()
+        .map(|s| OsString::from(&s.path))
+        .unwrap_or_default();
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args.iter().map(|a| substitute(a, &first)))
+        .envs(environment(set_id, snaps))
+        .stdin(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    if json {
+        let fd = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| CliError::other(format!("cannot duplicate standard error: {e}")))?;
+        cmd.stdout(Stdio::from(fd));
+    } else {
+        cmd.stdout(Stdio::inherit());
+    }
+    let shown = program.to_string_lossy();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            output::note(format!("cannot run {shown}: {e}"));
+            return Ok(if e.kind() == std::io::ErrorKind::NotFound {
+                exit::COMMAND_NOT_FOUND
+            } else {
+                exit::COMMAND_NOT_EXECUTABLE
+            });
+        }
+    };
+    signals.set_child(child.id());
+    let status = child.wait().await;
+    signals.set_child(None);
+    match status {
+        Ok(s) => Ok(exit::status_code(s)),
+        Err(e) => Err(CliError::other(format!("waiting for {shown}: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_anywhere_in_an_argument() {
+        let s = |a: &str| {
+            substitute(OsStr::new(a), OsStr::new("/snap"))
+                .into_string()
+                .unwrap()
+        };
+        assert_eq!(s("{snapshot}"), "/snap");
+        assert_eq!(s("{snapshot}/data"), "/snap/data");
+        assert_eq!(s("a{snapshot}b{snapshot}"), "a/snapb/snap");
+        assert_eq!(s("{snap}"), "{snap}");
+        assert_eq!(s(""), "");
+    }
+
+    #[test]
+    fn numbered_variables() {
+        let id = Uuid::nil();
+        let env = environment(
+            id,
+            &[
+                Readable {
+                    volume: "/a".into(),
+                    path: "/a/.vss/1".into(),
+                },
+                Readable {
+                    volume: "/b".into(),
+                    path: "/b/.vss/2".into(),
+                },
+            ],
+        );
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("VSS_SNAPSHOT_SET_ID"), Some(id.to_string().as_str()));
+        assert_eq!(get("VSS_VOLUME_COUNT"), Some("2"));
+        assert_eq!(get("VSS_VOLUME_2"), Some("/b"));
+        assert_eq!(get("VSS_SNAPSHOT_1"), Some("/a/.vss/1"));
+    }
+}

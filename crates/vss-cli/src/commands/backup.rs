@@ -1,0 +1,140 @@
+//! `vss backup [--type T] [--component WRITER:PATH]... VOLUME... -- COMMAND [ARG...]`: the whole
+//! VSS backup sequence around a backup program, always in component mode and `VSS_CTX_BACKUP`.
+//!
+//! Components are chosen as VShadow does, or narrowed with `--component` ([`crate::select`]).
+//! The COMMAND runs while the snapshots exist with `VSS_SNAPSHOT_SET_ID`, `VSS_VOLUME_COUNT`,
+//! `VSS_VOLUME_i`, `VSS_SNAPSHOT_i` and `{snapshot}` replaced by `VSS_SNAPSHOT_1`
+//! ([`crate::child`]). Its exit status decides SetBackupSucceeded for every component; then
+//! BackupComplete and GatherWriterStatus, and the writers' final statuses are printed.
+//!
+//! Exit code: 3, 4 or 5 when the snapshot set could not be made (no such or unsupported volume;
+//! a writer failed it; any other reason), else the COMMAND's status when it failed, else 4 when
+//! a selected writer failed, else 0.
+//!
+//! Not yet: snapshots that are not directories (image and exec providers) must be exposed to
+//! be read, which vssd allows only for persistent snapshots; `backup` makes non-persistent ones
+//! and so fails such volumes with exit code 3 after reporting the backup as failed to the
+//! writers (use `vss create --persistent VOLUME -- COMMAND`, then `vss delete`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+
+use super::TypeArg;
+use crate::child;
+use crate::connection::Engine;
+use crate::exit::{self, CliError};
+use crate::output::{self, Out};
+use crate::select::ComponentSpec;
+use crate::sequence::{self, Exposures, Plan, Selection};
+use crate::signals::Signals;
+
+/// `vss backup`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  vss backup /srv/data -- restic backup {snapshot}
+  vss backup --component 'postgres:main' /var/lib/postgresql -- sh -c 'tar -C \"$VSS_SNAPSHOT_1\" -cf /backup/pg.tar .'")]
+pub struct BackupArgs {
+    /// The backup type the writers are told.
+    #[arg(long = "type", value_enum, default_value_t = TypeArg::Full, value_name = "TYPE")]
+    pub backup_type: TypeArg,
+    /// Include only this writer's components, or only this component: WRITER (name, writer id
+    /// or instance id), WRITER:LOGICALPATH\NAME or WRITER:NAME. Repeatable.
+    #[arg(long = "component", value_name = "WRITER:PATH")]
+    pub components: Vec<ComponentSpec>,
+    /// Volumes to snapshot: mount points, btrfs subvolume roots, or reflink directories.
+    #[arg(required = true, value_name = "VOLUME")]
+    pub volumes: Vec<PathBuf>,
+    /// The backup program and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+impl BackupArgs {
+    /// Nothing clap does not check already.
+    pub fn check(&self) -> Result<(), CliError> {
+        if self.command.is_empty() {
+            return Err(CliError::usage("give the backup command after --"));
+        }
+        Ok(())
+    }
+
+    /// Runs it.
+    pub async fn run(
+        &self,
+        engine: &Engine,
+        out: &mut Out,
+        signals: &Signals,
+    ) -> Result<u8, CliError> {
+        let providers = sequence::providers(engine).await;
+        let plan = Plan {
+            context: 0,
+            backup_type: self.backup_type.into(),
+            selection: if self.components.is_empty() {
+                Selection::Default
+            } else {
+                Selection::Explicit(self.components.clone())
+            },
+            volumes: self
+                .volumes
+                .iter()
+                .map(|v| sequence::absolute_volume(v))
+                .collect(),
+            provider: None,
+        };
+        let mut made = sequence::make_set(engine, &plan, out, &providers).await?;
+        let mut exposures = Exposures::default();
+        let readable = match sequence::readable(engine, &made, false, &mut exposures).await {
+            Ok(r) => r,
+            Err(e) => {
+                exposures.release(engine).await;
+                out.line("The snapshots cannot be read; reporting the backup as failed.");
+                let _ = sequence::complete(&mut made, false, out).await;
+                return Err(e);
+            }
+        };
+        let argv: Vec<String> = self
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        out.line(format!("Running {}", argv.join(" ")));
+        let status = child::run(
+            &self.command,
+            made.set_id,
+            &readable,
+            out.is_json(),
+            signals,
+        )
+        .await;
+        exposures.release(engine).await;
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = sequence::complete(&mut made, false, out).await;
+                return Err(e);
+            }
+        };
+        let succeeded = status == 0;
+        out.line(format!(
+            "The command exited with status {status}; reporting the backup as {} to the writers.",
+            if succeeded { "succeeded" } else { "failed" }
+        ));
+        out.set(
+            "command",
+            json!({ "argv": argv, "status": status, "succeeded": succeeded }),
+        );
+        let statuses = sequence::complete(&mut made, succeeded, out).await?;
+        let failed = sequence::failed_selected(&statuses, &made.selected);
+        if !succeeded {
+            return Ok(status);
+        }
+        if !failed.is_empty() {
+            output::note(format!("selected writer(s) failed: {}", failed.join(", ")));
+            return Ok(exit::WRITER_FAILED);
+        }
+        Ok(exit::OK)
+    }
+}
