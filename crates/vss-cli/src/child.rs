@@ -49,6 +49,25 @@ pub fn substitute(arg: &OsStr, with: &OsStr) -> OsString {
     OsString::from_vec(out)
 }
 
+/// The command line as a shell would read it back, for messages: arguments with characters a
+/// shell treats specially are single-quoted.
+pub fn display(argv: &[OsString]) -> String {
+    argv.iter()
+        .map(|a| {
+            let a = a.to_string_lossy();
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%{}".contains(c));
+            if plain {
+                a.into_owned()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The environment variables the command gets.
 pub fn environment(set_id: Uuid, snaps: &[Readable]) -> Vec<(String, String)> {
     let mut env = vec![
@@ -129,6 +148,15 @@ mod tests {
         assert_eq!(s("a{snapshot}b{snapshot}"), "a/snapb/snap");
         assert_eq!(s("{snap}"), "{snap}");
         assert_eq!(s(""), "");
+    }
+
+    #[test]
+    fn shown_like_a_shell() {
+        let argv: Vec<OsString> = ["sh", "-c", "cp -a {snapshot}/x out", "it's"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(display(&argv), "sh -c 'cp -a {snapshot}/x out' 'it'\\''s'");
     }
 
     #[test]

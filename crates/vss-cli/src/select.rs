@@ -253,18 +253,16 @@ pub fn explicit_selection(
                             .join(", ")
                     ))
                 })?;
-            if !c.selectable && !c.logical_path.is_empty() {
-                if let Some(a) = w
-                    .components
-                    .iter()
-                    .find(|a| a.selectable && is_ancestor(a, c))
-                {
-                    return Err(CliError::usage(format!(
-                        "component '{path}' of writer '{}' is not selectable; include its selectable ancestor '{}'",
-                        w.writer_name,
-                        join(&a.logical_path, &a.name)
-                    )));
-                }
+            if let Some(a) = w
+                .components
+                .iter()
+                .find(|a| !c.selectable && a.selectable && is_ancestor(a, c))
+            {
+                return Err(CliError::usage(format!(
+                    "component '{path}' of writer '{}' is not selectable; include its selectable ancestor '{}'",
+                    w.writer_name,
+                    join(&a.logical_path, &a.name)
+                )));
             }
             if !on_volumes(c, volumes) {
                 crate::output::note(format!(

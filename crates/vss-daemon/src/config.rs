@@ -31,6 +31,12 @@ pub struct Config {
     pub exec_command: Option<PathBuf>,
     /// How long the exec provider's command may run.
     pub exec_timeout: Duration,
+    /// Providers to use, in the order of automatic choice; `None`: all, in the built-in order.
+    pub provider_order: Option<Vec<String>>,
+    /// The btrfs provider's snapshot subvolume (default `.vss`).
+    pub btrfs_snapshot_subvolume: Option<String>,
+    /// The reflink provider's clone directory (default `.vss-reflink`).
+    pub reflink_dir_name: Option<String>,
 }
 
 impl Config {
@@ -48,6 +54,9 @@ impl Config {
             guard_binary: None,
             exec_command: None,
             exec_timeout: Duration::from_secs(10),
+            provider_order: None,
+            btrfs_snapshot_subvolume: None,
+            reflink_dir_name: None,
         }
     }
 }

@@ -93,10 +93,24 @@ impl Engine {
         let mut pconf = ProviderConfig::new(&config.run_dir);
         pconf.exec_command = config.exec_command.clone();
         pconf.exec_timeout = config.exec_timeout;
-        let providers = vss_provider::builtin_providers(&pconf)
+        if let Some(n) = &config.btrfs_snapshot_subvolume {
+            pconf.btrfs_snapshot_subvolume = n.clone();
+        }
+        if let Some(n) = &config.reflink_dir_name {
+            pconf.reflink_dir_name = n.clone();
+        }
+        let all: Vec<Arc<dyn Provider>> = vss_provider::builtin_providers(&pconf)
             .into_iter()
             .map(Arc::from)
             .collect();
+        // The configured order, if any: providers left out are not used.
+        let providers = match &config.provider_order {
+            None => all,
+            Some(order) => order
+                .iter()
+                .filter_map(|name| all.iter().find(|p| p.info().name == *name).cloned())
+                .collect(),
+        };
         Ok(Arc::new(Engine {
             config,
             providers,

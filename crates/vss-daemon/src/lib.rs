@@ -2,8 +2,10 @@
 //! the shutdown future resolves. The `vssd` binary only parses arguments, sets up logging and
 //! calls it; tests run it in-process or as a child process.
 
+pub mod activation;
 pub mod catalog;
 pub mod config;
+pub mod config_file;
 mod consistency;
 pub mod engine;
 pub mod fanout;

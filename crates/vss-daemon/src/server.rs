@@ -37,19 +37,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     let engine = Engine::new(config.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     engine.recover().await;
-    if config.socket.exists() {
-        std::fs::remove_file(&config.socket)?;
-    }
-    let mut listener = zlink::tokio::unix::bind(&config.socket)?;
-    let mode = if config.socket_group.is_some() {
-        0o660
-    } else {
-        0o600
+    // Socket activation: systemd owns the socket (path, mode, group are in vssd.socket).
+    let (mut listener, owns_socket) = match crate::activation::take_listen_fd() {
+        Some(fd) => (zlink::tokio::unix::Listener::try_from(fd)?, false),
+        None => {
+            if config.socket.exists() {
+                std::fs::remove_file(&config.socket)?;
+            }
+            let listener = zlink::tokio::unix::bind(&config.socket)?;
+            let mode = if config.socket_group.is_some() {
+                0o660
+            } else {
+                0o600
+            };
+            std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(mode))?;
+            if let Some(gid) = config.socket_group {
+                rustix::fs::chown(&config.socket, None, Some(rustix::fs::Gid::from_raw(gid)))?;
+            }
+            (listener, true)
+        }
     };
-    std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(mode))?;
-    if let Some(gid) = config.socket_group {
-        rustix::fs::chown(&config.socket, None, Some(rustix::fs::Gid::from_raw(gid)))?;
-    }
+    crate::activation::notify("READY=1\nSTATUS=serving vss.Requester");
     tracing::info!(socket = %config.socket.display(), writers = %config.writers_dir.display(), "vssd listening");
     tokio::pin!(shutdown);
     // On shutdown every live session is ended as if its requester had closed: writers get
@@ -73,8 +81,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             },
         }
     }
+    crate::activation::notify("STOPPING=1");
     drop(listener);
-    let _ = std::fs::remove_file(&config.socket);
+    if owns_socket {
+        let _ = std::fs::remove_file(&config.socket);
+    }
     if !connections.is_empty() {
         tracing::info!(sessions = connections.len(), "ending live sessions");
     }

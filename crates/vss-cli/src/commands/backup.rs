@@ -100,7 +100,7 @@ impl BackupArgs {
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        out.line(format!("Running {}", argv.join(" ")));
+        out.line(format!("Running {}", child::display(&self.command)));
         let status = child::run(
             &self.command,
             made.set_id,

@@ -112,14 +112,7 @@ impl CreateArgs {
                 sequence::readable(engine, &made, plan.persistent(), &mut exposures).await;
             let result = match readable {
                 Ok(r) => {
-                    out.line(format!(
-                        "Running {}",
-                        self.command
-                            .iter()
-                            .map(|a| a.to_string_lossy())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    ));
+                    out.line(format!("Running {}", child::display(&self.command)));
                     child::run(&self.command, made.set_id, &r, out.is_json(), signals).await
                 }
                 Err(e) => Err(e),
@@ -128,7 +121,18 @@ impl CreateArgs {
             match result {
                 Ok(status) => {
                     out.line(format!("The command exited with status {status}"));
-                    out.set("command", json!({ "status": status }));
+                    out.set(
+                        "command",
+                        json!({
+                            "argv": self
+                                .command
+                                .iter()
+                                .map(|a| a.to_string_lossy())
+                                .collect::<Vec<_>>(),
+                            "status": status,
+                            "succeeded": status == 0,
+                        }),
+                    );
                     if status != 0 {
                         succeeded = false;
                         code = status;

@@ -1,0 +1,433 @@
+//! The harness of the `vss` command-line tests, built on the ideas of the end-to-end harness
+//! (crates/vss-tests/tests/common): a btrfs filesystem on a loop device, `vss-test-writer`
+//! processes, and vssd as a child process or not at all (then `vss` runs the engine
+//! in-process). Each test has its own directories, socket, lock file and run directory, and
+//! everything is torn down by Drop guards, also when a test fails.
+//!
+//! `vss` runs as a real process with `--socket`, `--writers-dir`, `--state-dir`, `--run-dir`
+//! and `--lock-file` pointing into the test's directory, killed if it outlives a deadline.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use vss_test_support::{Mounted, require_root};
+
+/// How long one `vss` run may take before the test kills it (5x what the slowest takes).
+pub const VSS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A built binary of the workspace (target/debug/NAME, next to the test executable's deps/).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build -p vss-daemon -p vss-tests -p vss-freeze --bins` first",
+        p.display()
+    );
+    p
+}
+
+/// The `vss` binary under test.
+pub fn vss_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vss"))
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+pub struct ChildGuard {
+    pub child: Child,
+    pub name: String,
+}
+
+impl ChildGuard {
+    /// Sends SIGKILL now and reaps the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits up to `t` for the process to exit.
+    pub fn terminate(&mut self, t: Duration) {
+        signal(self.child.id(), rustix::process::Signal::TERM);
+        let deadline = Instant::now() + t;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends `sig` to process `pid`.
+pub fn signal(pid: u32, sig: rustix::process::Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
+/// Whether the engine is vssd (a child process) or runs inside `vss` (embedded mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// vssd runs; `vss` connects to it.
+    Daemon,
+    /// Nothing listens on the socket; `vss` runs the engine in-process.
+    Embedded,
+}
+
+/// One finished `vss` run.
+#[derive(Debug)]
+pub struct VssRun {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl VssRun {
+    /// Standard output parsed as one JSON document (panics otherwise).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "vss did not print one JSON document ({e}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Panics unless the exit code is `code`.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "vss exited {} (expected {code})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// One test's world.
+pub struct Env {
+    pub mode: Mode,
+    pub dir: tempfile::TempDir,
+    pub fs: Mounted,
+    pub vssd: Option<ChildGuard>,
+    pub writers: Vec<ChildGuard>,
+}
+
+impl Env {
+    /// A fresh btrfs volume (256 MiB) with `data/file` ("hello"), the directories, and vssd
+    /// started in [`Mode::Daemon`]. `None` when not root.
+    pub fn new(mode: Mode) -> Option<Env> {
+        if !require_root() {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("vss-cli-")
+            .tempdir()
+            .expect("tempdir");
+        for d in ["writers", "state", "run", "logs", "expose", "out"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let fs = Mounted::btrfs(256 << 20).expect("btrfs on a loop device");
+        std::fs::create_dir(fs.path().join("data")).unwrap();
+        std::fs::write(fs.path().join("data/file"), "hello").unwrap();
+        let mut env = Env {
+            mode,
+            dir,
+            fs,
+            vssd: None,
+            writers: Vec::new(),
+        };
+        if mode == Mode::Daemon {
+            env.start_vssd();
+        }
+        Some(env)
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.path("vssd.sock")
+    }
+    pub fn writers_dir(&self) -> PathBuf {
+        self.path("writers")
+    }
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.path("logs").join(format!("{name}.jsonl"))
+    }
+    /// The volume to snapshot: the btrfs mount point (canonical).
+    pub fn volume(&self) -> PathBuf {
+        self.fs.path().to_owned()
+    }
+    pub fn volume_str(&self) -> String {
+        self.volume().to_str().expect("utf-8").to_owned()
+    }
+
+    /// Starts vssd on this test's directories and waits for its socket.
+    pub fn start_vssd(&mut self) {
+        let stderr = std::fs::File::create(self.path("logs/vssd.stderr")).unwrap();
+        let child = Command::new(bin("vssd"))
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--writers-dir")
+            .arg(self.writers_dir())
+            .arg("--state-dir")
+            .arg(self.path("state"))
+            .arg("--run-dir")
+            .arg(self.path("run"))
+            .arg("--lock-file")
+            .arg(self.path("set.lock"))
+            .env("VSSD_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn vssd");
+        self.vssd = Some(ChildGuard {
+            child,
+            name: "vssd".into(),
+        });
+        wait_for(
+            Duration::from_secs(20),
+            || self.socket().exists(),
+            "vssd socket",
+        );
+    }
+
+    pub fn vssd_log(&self) -> String {
+        std::fs::read_to_string(self.path("logs/vssd.stderr")).unwrap_or_default()
+    }
+
+    /// Starts `vss-test-writer --name NAME` with a selectable component `comp` covering
+    /// `<volume>/data`, plus `extra` flags; waits for its `ready` line.
+    pub fn start_writer(&mut self, name: &str, extra: &[&str]) {
+        let component = format!(":comp:selectable:{}", self.volume().join("data").display());
+        let mut cmd = Command::new(bin("vss-test-writer"));
+        cmd.arg("--writers-dir")
+            .arg(self.writers_dir())
+            .arg("--name")
+            .arg(name)
+            .arg("--events-log")
+            .arg(self.log(name))
+            .arg("--component")
+            .arg(component)
+            .args(extra);
+        let stderr =
+            std::fs::File::create(self.path("logs").join(format!("{name}.stderr"))).unwrap();
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn writer");
+        let stdout = child.stdout.take().unwrap();
+        let guard = ChildGuard {
+            child,
+            name: name.into(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("writer {name} did not print ready"));
+        assert!(line.starts_with("ready "), "writer {name} printed {line}");
+        self.writers.push(guard);
+    }
+
+    /// The events writer `name` logged, in order (complete lines only).
+    pub fn events(&self, name: &str) -> Vec<(String, serde_json::Value)> {
+        let text = std::fs::read_to_string(self.log(name)).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+        complete
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value =
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l}: {e}"));
+                (
+                    v["event"].as_str().unwrap_or("").to_owned(),
+                    v["params"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn event_names(&self, name: &str) -> Vec<String> {
+        self.events(name).into_iter().map(|(e, _)| e).collect()
+    }
+
+    /// The `backupSucceeded` flags of the last BackupComplete writer `name` received.
+    pub fn last_backup_succeeded(&self, name: &str) -> Vec<bool> {
+        let (_, params) = self
+            .events(name)
+            .into_iter()
+            .rev()
+            .find(|(e, _)| e == "BackupComplete")
+            .unwrap_or_else(|| {
+                panic!("{name} got no BackupComplete: {:?}", self.event_names(name))
+            });
+        params["components"]
+            .as_array()
+            .expect("components")
+            .iter()
+            .map(|c| c["backupSucceeded"].as_bool().expect("backupSucceeded"))
+            .collect()
+    }
+
+    /// The `vss` command with this test's global options.
+    pub fn vss_command(&self) -> Command {
+        let mut cmd = Command::new(vss_bin());
+        cmd.arg("--socket")
+            .arg(self.socket())
+            .arg("--writers-dir")
+            .arg(self.writers_dir())
+            .arg("--state-dir")
+            .arg(self.path("state"))
+            .arg("--run-dir")
+            .arg(self.path("run"))
+            .arg("--lock-file")
+            .arg(self.path("set.lock"))
+            .env_remove("VSS_LOG")
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Runs `vss ARGS...` to its end (killed after [`VSS_TIMEOUT`]).
+    pub fn vss<S: AsRef<OsStr>>(&self, args: &[S]) -> VssRun {
+        let mut cmd = self.vss_command();
+        cmd.args(args);
+        run_to_end(cmd, VSS_TIMEOUT)
+    }
+
+    /// `vss --json ARGS...`, expecting exit code `code`; the parsed document.
+    pub fn vss_json<S: AsRef<OsStr>>(&self, args: &[S], code: i32) -> serde_json::Value {
+        let mut all: Vec<&OsStr> = vec![OsStr::new("--json")];
+        all.extend(args.iter().map(|a| a.as_ref()));
+        let r = self.vss(&all);
+        r.expect_code(code);
+        let v = r.json();
+        assert_eq!(v["exitCode"], code, "{v}");
+        if code == 0 {
+            assert_eq!(
+                v["embedded"],
+                self.mode == Mode::Embedded,
+                "embedded mode as expected: {v}"
+            );
+        }
+        v
+    }
+
+    /// The snapshots of every context (`vss --json list shadows`).
+    pub fn shadows(&self) -> Vec<serde_json::Value> {
+        self.vss_json(&["list", "shadows"], 0)["snapshots"]
+            .as_array()
+            .expect("snapshots")
+            .clone()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Writers and vssd first (they may hold files on the volume), then mounts under the
+        // test directory (exposures, private btrfs mounts), then the volume.
+        self.writers.clear();
+        if let Some(mut v) = self.vssd.take() {
+            v.terminate(Duration::from_secs(10));
+        }
+        let _ = vss_test_support::unmount_all_under(self.dir.path());
+        if std::thread::panicking() {
+            eprintln!("--- vssd log ---\n{}", self.vssd_log());
+        }
+    }
+}
+
+/// Runs `cmd` with piped output to its end, killing it after `t`.
+pub fn run_to_end(mut cmd: Command, t: Duration) -> VssRun {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vss");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + t;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for vss") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "vss did not finish within {t:?}; stderr so far:\n{}",
+                err_t.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    VssRun {
+        code,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
+}
+
+/// Polls `f` every 20 ms until it is true or `t` passes (then panics naming `what`).
+pub fn wait_for(t: Duration, mut f: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + t;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {t:?} waiting for {what}");
+}
+
+/// The entries of `<top>/.vss` (the btrfs provider's snapshot subvolumes), sorted.
+pub fn vss_snapshots(top: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(top.join(".vss"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
