@@ -86,7 +86,7 @@ fn socket_activation_and_readiness_notification() {
     unsafe {
         cmd.pre_exec(move || {
             // dup2 onto itself keeps FD_CLOEXEC, so go through a spare descriptor.
-            if libc_dup2(fd, 100) < 0 || libc_dup2(100, 3) < 0 {
+            if libc::dup2(fd, 100) < 0 || libc::dup2(100, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -119,8 +119,9 @@ fn socket_activation_and_readiness_notification() {
     );
     assert!(started.elapsed() < Duration::from_secs(30));
     // SIGTERM: STOPPING=1, and the socket file systemd owns is left in place.
+    // SAFETY: kill(2) on our own child's pid.
     unsafe {
-        libc_kill(child.id() as i32, 15);
+        libc::kill(child.id() as i32, libc::SIGTERM);
     }
     let n = notify.recv(&mut buf).expect("STOPPING=1 from vssd");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
@@ -129,16 +130,4 @@ fn socket_activation_and_readiness_notification() {
         sock.exists(),
         "an activated vssd does not remove systemd's socket"
     );
-}
-
-unsafe extern "C" {
-    #[link_name = "dup2"]
-    fn libc_dup2_raw(old: i32, new: i32) -> i32;
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-fn libc_dup2(old: i32, new: i32) -> i32 {
-    // SAFETY: plain syscall wrapper on valid descriptors.
-    unsafe { libc_dup2_raw(old, new) }
 }
