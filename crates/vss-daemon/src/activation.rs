@@ -57,6 +57,7 @@ mod tests {
         // SAFETY: test-local environment change; no other test reads NOTIFY_SOCKET.
         unsafe { std::env::set_var("NOTIFY_SOCKET", &p) };
         notify("READY=1\nSTATUS=test");
+        // SAFETY: as above.
         unsafe { std::env::remove_var("NOTIFY_SOCKET") };
         let mut buf = [0u8; 64];
         let n = rx.recv(&mut buf).unwrap();
