@@ -111,7 +111,10 @@ pub struct GlobalArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VSS_LOG")
@@ -165,6 +168,33 @@ async fn run(cli: &Cli, out: &mut Out) -> Result<u8, CliError> {
     };
     engine.close().await;
     result
+}
+
+/// A command line clap refused (or `--help`, `--version`): clap's output and exit code, plus the
+/// JSON document on stdout when `--json` was among the arguments.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let informational = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    let json = std::env::args_os()
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
+    if informational || !json {
+        e.exit();
+    }
+    let _ = e.print();
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    let err = CliError::usage(first.trim_start_matches("error: ").trim_end_matches(':'));
+    let mut doc = serde_json::Map::new();
+    doc.insert("error".into(), err.to_json());
+    doc.insert("exitCode".into(), json!(exit::USAGE));
+    output::print_json(&doc);
+    ExitCode::from(exit::USAGE)
 }
 
 fn interrupted(sig: i32) -> CliError {

@@ -454,6 +454,8 @@ fn exit_codes(mode: Mode) {
         .expect_code(0);
     // Usage errors: 2.
     env.vss(&["backup", &vol]).expect_code(2);
+    let v = env.vss_json(&["backup", &vol], 2);
+    assert!(as_str(&v["error"]["message"]).contains("required"), "{v}");
     env.vss(&["create", &vol]).expect_code(2);
     env.vss(&["list", "nothing"]).expect_code(2);
     env.vss(&["backup", "--type", "weekly", &vol, "--", "true"])

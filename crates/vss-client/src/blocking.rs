@@ -270,6 +270,47 @@ impl BackupComponents {
         self.rt
             .block_on(self.inner.delete_snapshots(source_id, kind, force))
     }
+
+    /// See [`crate::BackupComponents::delete_volume_snapshots`].
+    pub fn delete_volume_snapshots(
+        &mut self,
+        volume: &str,
+        oldest_only: bool,
+    ) -> Result<u64, ClientError> {
+        self.rt
+            .block_on(self.inner.delete_volume_snapshots(volume, oldest_only))
+    }
+
+    /// See [`crate::BackupComponents::expose_snapshot`].
+    pub fn expose_snapshot(
+        &mut self,
+        snapshot_id: Uuid,
+        path: &str,
+    ) -> Result<String, ClientError> {
+        self.rt
+            .block_on(self.inner.expose_snapshot(snapshot_id, path))
+    }
+
+    /// See [`crate::BackupComponents::unexpose_snapshot`].
+    pub fn unexpose_snapshot(&mut self, snapshot_id: Uuid) -> Result<(), ClientError> {
+        self.rt.block_on(self.inner.unexpose_snapshot(snapshot_id))
+    }
+
+    /// See [`crate::BackupComponents::break_snapshot_set`].
+    pub fn break_snapshot_set(&mut self, snapshot_set_id: Uuid) -> Result<(), ClientError> {
+        self.rt
+            .block_on(self.inner.break_snapshot_set(snapshot_set_id))
+    }
+
+    /// See [`crate::BackupComponents::list_writers`].
+    pub fn list_writers(&mut self) -> Result<Vec<WriterStatus>, ClientError> {
+        self.rt.block_on(self.inner.list_writers())
+    }
+
+    /// See [`crate::BackupComponents::list_providers`].
+    pub fn list_providers(&mut self) -> Result<Vec<vss_protocol::admin::Provider>, ClientError> {
+        self.rt.block_on(self.inner.list_providers())
+    }
 }
 
 impl Async {

@@ -381,4 +381,73 @@ impl BackupComponents {
             non_deleted,
         })
     }
+
+    /// Deletes the oldest snapshot of `volume`, or all of them (`DeleteVolumeSnapshots`);
+    /// returns how many were deleted.
+    pub async fn delete_volume_snapshots(
+        &mut self,
+        volume: &str,
+        oldest_only: bool,
+    ) -> Result<u64, ClientError> {
+        let params = rq::DeleteVolumeSnapshots {
+            volume: volume.to_owned(),
+            oldest_only,
+        };
+        let r: rq::DeletedCount = self.call("DeleteVolumeSnapshots", &params).await?;
+        u64::try_from(r.deleted).map_err(|_| {
+            ClientError::Protocol(format!(
+                "DeleteVolumeSnapshots: deleted = {} is negative",
+                r.deleted
+            ))
+        })
+    }
+
+    /// Mounts a persistent snapshot read-only at `path`, an existing empty directory
+    /// (`ExposeSnapshot`); returns where it is exposed.
+    pub async fn expose_snapshot(
+        &mut self,
+        snapshot_id: Uuid,
+        path: &str,
+    ) -> Result<String, ClientError> {
+        let params = rq::ExposeSnapshot {
+            snapshot_id: snapshot_id.to_string(),
+            path: path.to_owned(),
+        };
+        let r: rq::ExposeReply = self.call("ExposeSnapshot", &params).await?;
+        Ok(r.exposed_name)
+    }
+
+    /// Undoes [`Self::expose_snapshot`] (`UnexposeSnapshot`).
+    pub async fn unexpose_snapshot(&mut self, snapshot_id: Uuid) -> Result<(), ClientError> {
+        let params = rq::SnapshotIdParam {
+            snapshot_id: snapshot_id.to_string(),
+        };
+        self.call_unit("UnexposeSnapshot", &params).await
+    }
+
+    /// Hands a set made by a hardware-type provider over to the administrator
+    /// (`BreakSnapshotSet`).
+    pub async fn break_snapshot_set(&mut self, snapshot_set_id: Uuid) -> Result<(), ClientError> {
+        let params = rq::SetIdParam {
+            snapshot_set_id: snapshot_set_id.to_string(),
+        };
+        self.call_unit("BreakSnapshotSet", &params).await
+    }
+
+    /// Every writer instance vssd has met, with its last state (`vss.Admin.ListWriters`; needs
+    /// no initialization).
+    pub async fn list_writers(&mut self) -> Result<Vec<WriterStatus>, ClientError> {
+        let r: vss_protocol::admin::WriterList =
+            self.call("vss.Admin.ListWriters", &Empty {}).await?;
+        Ok(r.writers)
+    }
+
+    /// The registered providers in the order of automatic choice (`vss.Admin.ListProviders`).
+    pub async fn list_providers(
+        &mut self,
+    ) -> Result<Vec<vss_protocol::admin::Provider>, ClientError> {
+        let r: vss_protocol::admin::ProviderList =
+            self.call("vss.Admin.ListProviders", &Empty {}).await?;
+        Ok(r.providers)
+    }
 }

@@ -37,7 +37,13 @@ pub(crate) async fn call<P: Serialize, R: DeserializeOwned>(
     method: &str,
     params: &P,
 ) -> Result<R, ClientError> {
-    let full = format!("{INTERFACE}.{method}");
+    // A bare name is a vss.Requester method; a qualified one (`vss.Admin.ListWriters`) is used
+    // as it is.
+    let full = if method.contains('.') {
+        method.to_owned()
+    } else {
+        format!("{INTERFACE}.{method}")
+    };
     tracing::debug!(method = %full, "calling vssd");
     let decoded = transport::call::<P, R>(conn, &full, params)
         .await

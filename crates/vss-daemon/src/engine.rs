@@ -902,7 +902,17 @@ impl Engine {
     fn remember_writers(&self, session: &Session) {
         let mut h = self.writer_history.lock().expect("history");
         for w in &session.writers {
-            h.insert(w.metadata.instance_id, w.clone());
+            // A writer that only answered Identify in this session has nothing new to say: keep
+            // what an earlier session left (a failure must not vanish because someone listed
+            // the writers), but take its current metadata.
+            let fresh =
+                w.participation == vss_model::writers::Participation::Undecided && !w.failed_event;
+            match h.get_mut(&w.metadata.instance_id) {
+                Some(old) if fresh => old.metadata = w.metadata.clone(),
+                _ => {
+                    h.insert(w.metadata.instance_id, w.clone());
+                }
+            }
         }
     }
 

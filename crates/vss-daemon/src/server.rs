@@ -35,6 +35,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     {
         std::fs::create_dir_all(dir)?;
     }
+    // One engine per run directory: a vssd started while an embedded `vss` run is live waits
+    // for it, so that its startup recovery never deletes that run's snapshots.
+    let _engine_lock = engine_lock(&config.run_dir).await?;
     let engine = Engine::new(config.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     engine.recover().await;
     // Socket activation: systemd owns the socket (path, mode, group are in vssd.socket).
@@ -93,6 +96,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     while connections.join_next().await.is_some() {}
     tracing::info!("vssd stopped");
     Ok(())
+}
+
+/// Takes the exclusive `flock` on `<run-dir>/engine.lock`, waiting (and saying so) while
+/// another engine holds it. The kernel drops it when its holder dies.
+async fn engine_lock(run_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use rustix::fs::{FlockOperation, flock};
+    let path = run_dir.join("engine.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
+        return Ok(file);
+    }
+    tracing::warn!(lock = %path.display(), "another engine (vssd, or `vss` running without vssd) uses this run directory; waiting for it to finish");
+    let file = tokio::task::spawn_blocking(move || {
+        flock(&file, FlockOperation::LockExclusive).map(|()| file)
+    })
+    .await??;
+    Ok(file)
 }
 
 async fn serve_connection(

@@ -98,6 +98,34 @@ async fn list_writers_shows_last_states_and_list_providers_shows_btrfs() {
     assert_eq!(p["providerType"], "VSS_PROV_SOFTWARE");
     assert_eq!(p["providerId"], "0b1a5e5c-8f2e-4c6e-9a41-6c1f0b7e2a01");
 
+    // A later session that only gathers metadata (as `vss list writers` does) does not erase
+    // the remembered failure.
+    let mut lister = env.requester().await;
+    lister.initialize_for_backup(None).await.unwrap();
+    lister
+        .gather_writer_metadata()
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    drop(lister);
+
+    // The requester library says the same, without a session.
+    let mut admin = env.requester().await;
+    let via_client = admin.list_providers().await.unwrap();
+    assert_eq!(via_client[0].name, "btrfs");
+    assert_eq!(
+        via_client.len(),
+        providers["providers"].as_array().unwrap().len()
+    );
+    let writers = admin.list_writers().await.unwrap();
+    assert_eq!(writers.len(), list["writers"].as_array().unwrap().len());
+    assert!(
+        writers
+            .iter()
+            .any(|w| w.writer_name == "failing" && w.state_name == "VSS_WS_FAILED_AT_THAW")
+    );
+
     let info = raw_call(&env.socket(), "org.varlink.service.GetInfo", json!({}))
         .await
         .unwrap();

@@ -149,3 +149,37 @@ async fn crash_between_commit_and_catalog_write_is_cleaned_up_at_restart() {
         env.vssd_log()
     );
 }
+
+/// One engine per run directory: a vssd started while another engine (an embedded `vss` run)
+/// holds it waits, and starts (with its recovery) only when that engine is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vssd_waits_for_an_engine_already_using_its_run_directory() {
+    let Some(mut env) = Env::new() else { return };
+    let run = env.dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(run.join("engine.lock"))
+        .unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let socket = env.socket();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // While the other engine lives, vssd does not serve.
+            std::thread::sleep(Duration::from_millis(1500));
+            assert!(
+                !socket.exists(),
+                "vssd must wait for the engine holding its run directory"
+            );
+            drop(lock);
+        });
+        env.start_vssd(&[]);
+    });
+    assert!(
+        env.vssd_log().contains("waiting for it to finish"),
+        "{}",
+        env.vssd_log()
+    );
+}
