@@ -28,14 +28,18 @@ mkfs.btrfs -q -f "$loop"
 mkdir -p "$mnt" && mount "$loop" "$mnt"
 mkdir -p "$mnt/data" && for i in $(seq 1 100); do echo "record $i" > "$mnt/data/file$i.txt"; done
 
-"$bin/vssd" --socket "$work/vssd.sock" --writers-dir "$work/writers" --state-dir "$work/state" \
-  --run-dir "$work/run" --lock-file "$work/set.lock" 2>"$work/vssd.log" &
+export VSS_SOCKET="$work/vssd.sock" VSS_WRITERS_DIR="$work/writers" VSS_STATE_DIR="$work/state" \
+  VSS_RUN_DIR="$work/run" VSS_LOCK_FILE="$work/set.lock"
+"$bin/vssd" 2>"$work/vssd.log" &
 pids+=($!)
 "$bin/vss-example-writer" --writers-dir "$work/writers" --data-dir "$mnt/data" 2>"$work/writer.log" &
 pids+=($!)
 for _ in $(seq 1 100); do [ -S "$work/vssd.sock" ] && [ -n "$(ls "$work/writers" 2>/dev/null)" ] && break; sleep 0.1; done
 
-echo "== backing up $mnt (btrfs on $loop) through vssd =="
-"$bin/vss-backup-demo" --socket "$work/vssd.sock" "$mnt"
+echo "== vss backup $mnt (btrfs on $loop): the whole VSS sequence around a backup command =="
+"$bin/vss" backup "$mnt" -- sh -c 'echo "the backup command reads $VSS_SNAPSHOT_1: $(find "$VSS_SNAPSHOT_1/data" -type f | wc -l) files"; cp -a "{snapshot}/data" "'"$work"'/copy"'
+echo "== copied: $(ls "$work/copy" | wc -l) files =="
+echo "== vss list writers =="
+"$bin/vss" list writers
 echo "== what the example writer saw =="
-cat "$work/writer.log"
+grep -E '^\[writer\]' "$work/writer.log"
