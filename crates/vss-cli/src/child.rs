@@ -8,6 +8,10 @@
 //! with `--json`, where it goes to `vss`'s standard error so that standard output stays one JSON
 //! document. Its exit status is returned as an exit code (128 + N when killed by signal N, 127
 //! when it was not found, 126 when it could not be executed).
+//!
+//! With `vss backup --in-place` ([`inplace`]) the command runs in a private mount namespace
+//! where each snapshot is mounted read-only over its original volume; `VSS_SNAPSHOT_i` and
+//! `{snapshot}` are then the original paths.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
@@ -19,6 +23,8 @@ use uuid::Uuid;
 use crate::exit::{self, CliError};
 use crate::output;
 use crate::signals::Signals;
+
+use crate::inplace;
 
 /// The placeholder replaced in the command's arguments.
 pub const PLACEHOLDER: &str = "{snapshot}";
@@ -90,9 +96,41 @@ pub async fn run(
     json: bool,
     signals: &Signals,
 ) -> Result<u8, CliError> {
+    run_with(argv, set_id, snaps, json, signals, false).await
+}
+
+/// [`run`], or with `in_place` in a private mount namespace where every snapshot covers its
+/// original volume read-only ([`inplace`]); a failure to make that namespace is an error (exit
+/// code 7), and the command does not run.
+pub async fn run_with(
+    argv: &[OsString],
+    set_id: Uuid,
+    snaps: &[Readable],
+    json: bool,
+    signals: &Signals,
+    in_place: bool,
+) -> Result<u8, CliError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(CliError::usage("no command given after --"));
     };
+    let plan = if in_place {
+        Some(inplace::InPlace::new(snaps)?)
+    } else {
+        None
+    };
+    // In place, the command reads each snapshot at its original path.
+    let shown_snaps: Vec<Readable> = snaps
+        .iter()
+        .map(|s| Readable {
+            volume: s.volume.clone(),
+            path: if in_place {
+                s.volume.clone()
+            } else {
+                s.path.clone()
+            },
+        })
+        .collect();
+    let snaps = shown_snaps.as_slice();
     let first = snaps
         .first()
         .map(|s| OsString::from(&s.path))
@@ -111,10 +149,17 @@ pub async fn run(
     } else {
         cmd.stdout(Stdio::inherit());
     }
+    let report = match plan {
+        Some(p) => Some(p.install(&mut cmd)?),
+        None => None,
+    };
     let shown = program.to_string_lossy();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
+            if let Some(failure) = report.and_then(|r| r.failure(&e)) {
+                return Err(failure);
+            }
             output::note(format!("cannot run {shown}: {e}"));
             return Ok(if e.kind() == std::io::ErrorKind::NotFound {
                 exit::COMMAND_NOT_FOUND

@@ -7,6 +7,9 @@
 //! vss expose ID PATH
 //! vss unexpose ID|PATH
 //! vss backup [--type T] [--component WRITER:PATH]... VOLUME... -- COMMAND [ARG...]
+//! vss watch [--count N]
+//! vss completions bash|zsh|fish|elvish|powershell
+//! vss man [--dir DIR]
 //! ```
 //!
 //! Every command prints human text, or with `--json` one JSON document on stdout (with an
@@ -28,13 +31,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 mod child;
 mod commands;
 mod connection;
 mod exit;
+mod inplace;
 mod output;
 mod progress;
 mod raw;
@@ -53,7 +57,44 @@ struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
     #[command(subcommand)]
-    command: commands::Command,
+    command: TopCommand,
+}
+
+/// The subcommands: those of [`commands::Command`], which run through [`run`], plus `watch`
+/// (its own loop, exit 0 on SIGINT/SIGTERM, JSON Lines) and the generators, which need no engine.
+#[derive(Debug, Subcommand)]
+enum TopCommand {
+    #[command(flatten)]
+    Engine(commands::Command),
+    /// Live view of writers and snapshots: polls vssd every 500 ms and prints each change.
+    Watch(commands::watch::WatchArgs),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(commands::completions::CompletionsArgs),
+    /// Print the man page of vss (roff) on stdout, or write every page into a directory.
+    Man(commands::man::ManArgs),
+}
+
+impl TopCommand {
+    /// See [`commands::Command::check`].
+    fn check(&self) -> Result<(), CliError> {
+        match self {
+            TopCommand::Engine(c) => c.check(),
+            _ => Ok(()),
+        }
+    }
+
+    /// See [`commands::Command::run`]; the others were run by `main` already.
+    async fn run(
+        &self,
+        engine: &connection::Engine,
+        out: &mut Out,
+        signals: &signals::Signals,
+    ) -> Result<u8, CliError> {
+        match self {
+            TopCommand::Engine(c) => c.run(engine, out, signals).await,
+            _ => Err(CliError::other("not a command of the engine")),
+        }
+    }
 }
 
 /// Options of every command. The directories and the lock file are those of the engine `vss`
@@ -124,6 +165,12 @@ fn main() -> ExitCode {
         .with_writer(vss_daemon::logbuf::HeldStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    match &cli.command {
+        TopCommand::Engine(_) => {}
+        TopCommand::Watch(a) => return commands::watch::main(&cli.global, a),
+        TopCommand::Completions(a) => return commands::completions::main(a),
+        TopCommand::Man(a) => return commands::man::main(a),
+    }
     let mut out = Out::new(cli.global.json);
     let result = match cli.command.check() {
         Err(e) => Err(e),

@@ -7,6 +7,10 @@
 //! ([`crate::child`]). Its exit status decides SetBackupSucceeded for every component; then
 //! BackupComplete and GatherWriterStatus, and the writers' final statuses are printed.
 //!
+//! With `--in-place` (root only) the COMMAND runs in a private mount namespace where each
+//! snapshot is mounted read-only over its original volume, so that backup tools record the
+//! original paths ([`crate::child::inplace`]); the volume `/` is refused.
+//!
 //! Exit code: 3, 4 or 5 when the snapshot set could not be made (no such or unsupported volume;
 //! a writer failed it; any other reason), else the COMMAND's status when it failed, else 4 when
 //! a selected writer failed, else 0.
@@ -35,6 +39,7 @@ use crate::signals::Signals;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   vss backup /srv/data -- restic backup {snapshot}
+  vss backup --in-place /srv/data -- restic backup /srv/data
   vss backup --component 'postgres:main' /var/lib/postgresql -- sh -c 'tar -C \"$VSS_SNAPSHOT_1\" -cf /backup/pg.tar .'")]
 pub struct BackupArgs {
     /// The backup type the writers are told.
@@ -44,6 +49,11 @@ pub struct BackupArgs {
     /// or instance id), WRITER:LOGICALPATH\NAME or WRITER:NAME. Repeatable.
     #[arg(long = "component", value_name = "WRITER:PATH")]
     pub components: Vec<ComponentSpec>,
+    /// Run the COMMAND in a private mount namespace where each snapshot is mounted read-only
+    /// over its original volume, so that it sees (and records) the original paths. Root only;
+    /// not for the volume /.
+    #[arg(long)]
+    pub in_place: bool,
     /// Volumes to snapshot: mount points, btrfs subvolume roots, or reflink directories.
     #[arg(required = true, value_name = "VOLUME")]
     pub volumes: Vec<PathBuf>,
@@ -57,6 +67,12 @@ impl BackupArgs {
     pub fn check(&self) -> Result<(), CliError> {
         if self.command.is_empty() {
             return Err(CliError::usage("give the backup command after --"));
+        }
+        if self.in_place {
+            crate::inplace::check_caller()?;
+            for v in &self.volumes {
+                crate::inplace::check_volume(v)?;
+            }
         }
         Ok(())
     }
@@ -100,13 +116,22 @@ impl BackupArgs {
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        out.line(format!("Running {}", child::display(&self.command)));
-        let status = child::run(
+        out.line(format!(
+            "Running {}{}",
+            child::display(&self.command),
+            if self.in_place {
+                " with the snapshots mounted over the volumes"
+            } else {
+                ""
+            }
+        ));
+        let status = child::run_with(
             &self.command,
             made.set_id,
             &readable,
             out.is_json(),
             signals,
+            self.in_place,
         )
         .await;
         exposures.release(engine).await;
@@ -124,7 +149,12 @@ impl BackupArgs {
         ));
         out.set(
             "command",
-            json!({ "argv": argv, "status": status, "succeeded": succeeded }),
+            json!({
+                "argv": argv,
+                "status": status,
+                "succeeded": succeeded,
+                "inPlace": self.in_place,
+            }),
         );
         let statuses = sequence::complete(&mut made, succeeded, out).await?;
         let failed = sequence::failed_selected(&statuses, &made.selected);

@@ -11,11 +11,15 @@ use crate::output::Out;
 use crate::signals::Signals;
 
 pub mod backup;
+// Commands outside the engine-session flow of `Command` (main.rs's `TopCommand`).
+pub mod completions;
 pub mod create;
 pub mod delete;
 pub mod expose;
 pub mod list;
+pub mod man;
 pub mod unexpose;
+pub mod watch;
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]

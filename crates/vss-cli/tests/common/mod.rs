@@ -431,3 +431,35 @@ pub fn vss_snapshots(top: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// The lines of `/proc/PID/mountinfo` (`self` when `None`) whose mount point is `under` or
+/// below it, in order.
+pub fn mounts_under(pid: Option<u32>, under: &Path) -> Vec<String> {
+    let file = match pid {
+        Some(p) => format!("/proc/{p}/mountinfo"),
+        None => "/proc/self/mountinfo".to_owned(),
+    };
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    mountinfo_under(&text, under)
+}
+
+/// The lines of a mountinfo text whose mount point is `under` or below it.
+pub fn mountinfo_under(text: &str, under: &Path) -> Vec<String> {
+    text.lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| Path::new(m).starts_with(under))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `restic` program when it is installed (scripts/deps.sh installs it from Debian).
+pub fn restic() -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join("restic"))
+        .find(|p| p.is_file())
+}
