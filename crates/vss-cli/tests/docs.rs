@@ -156,7 +156,18 @@ fn man_dir_writes_one_page_per_subcommand() {
         .collect();
     written.sort();
     let mut want: Vec<String> = expected.iter().map(|n| format!("{n}.1")).collect();
+    // vssd's page, section 8, from the definition vssd itself parses.
+    want.push("vssd.8".to_owned());
     want.sort();
+    let vssd = std::fs::read_to_string(out.join("vssd.8")).unwrap();
+    assert!(after_preamble(&vssd).starts_with(".TH vssd 8 "), "{vssd}");
+    for option in [
+        "\\-\\-commit\\-window\\-ms",
+        "\\-\\-exec\\-command",
+        "\\-\\-socket",
+    ] {
+        assert!(vssd.contains(option), "vssd.8 lacks {option}");
+    }
     assert_eq!(written, want, "no page for hidden commands or help");
     let backup = std::fs::read_to_string(out.join("vss-backup.1")).unwrap();
     assert!(backup.contains("\\-\\-component"), "{backup}");

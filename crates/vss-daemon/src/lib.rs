@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod config_file;
 mod consistency;

@@ -3,7 +3,8 @@
 //! Without `--dir`, the page of `vss` itself (section 1) goes to stdout: `vss man | man -l -`.
 //! With `--dir`, `vss.1` and one page per subcommand are written into DIR, named as git names
 //! its pages: `vss-list.1`, `vss-list-writers.1`, `vss-backup.1`, ... Hidden subcommands and
-//! `help` have no page. vssd's reference is `vssd --help`.
+//! `help` have no page. vssd's page (`vssd.8`, from the same definition vssd parses) is written
+//! too.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -49,7 +50,15 @@ pub fn main(args: &ManArgs) -> ExitCode {
 /// Writes the page of `cmd` (named `vss`) and of every visible subcommand, recursively.
 fn write_pages(cmd: &clap::Command, dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    write_page(cmd.clone(), "vss", dir)
+    write_page(cmd.clone(), "vss", dir)?;
+    // vssd is a system daemon: section 8.
+    let mut vssd = vss_daemon::cli::Args::command()
+        .name("vssd")
+        .version(env!("CARGO_PKG_VERSION"));
+    vssd.build();
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(vssd).section("8").render(&mut buf)?;
+    std::fs::write(dir.join("vssd.8"), buf)
 }
 
 fn write_page(cmd: clap::Command, name: &str, dir: &Path) -> std::io::Result<()> {
