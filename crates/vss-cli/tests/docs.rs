@@ -241,6 +241,23 @@ fn watch_around_create(env: &Env, create_code: i32) -> Vec<Value> {
     take(&rx, &mut lines, Duration::from_secs(2));
     assert_eq!(status.code(), Some(0), "stderr: {errors}");
     eprintln!("vss watch printed: {lines:?}");
+    // The phases vssd reported come as `event` lines, not counted by --count: the writer's
+    // Freeze and Thaw and the volume's commit, each with its duration.
+    let (events, lines): (Vec<Value>, Vec<Value>) =
+        lines.into_iter().partition(|v| v["change"] == "event");
+    for (kind, phase) in [
+        ("writer", "Freeze"),
+        ("writer", "Thaw"),
+        ("volume", "Commit"),
+        ("operation", "DoSnapshotSet"),
+    ] {
+        assert!(
+            events.iter().any(|e| e["kind"] == kind
+                && e["phase"] == phase
+                && e["elapsedUs"].as_i64().is_some()),
+            "no {kind} {phase} event in {events:?}"
+        );
+    }
     assert_eq!(lines.len(), 2, "{lines:?}");
     for v in &lines {
         assert!(v["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");

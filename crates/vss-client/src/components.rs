@@ -450,4 +450,20 @@ impl BackupComponents {
             self.call("vss.Admin.ListProviders", &Empty {}).await?;
         Ok(r.providers)
     }
+
+    /// What vssd did lately, after sequence number `after` (`vss.Admin.Events`): writer events
+    /// with their outcomes and durations, commits, freeze windows, operation ends. Returns the
+    /// events and the last sequence number (pass it as `after` next time).
+    pub async fn events(
+        &mut self,
+        after: Option<i64>,
+    ) -> Result<(Vec<vss_protocol::admin::Event>, i64), ClientError> {
+        let r: vss_protocol::admin::EventList = self
+            .call(
+                "vss.Admin.Events",
+                &vss_protocol::admin::EventsParam { after },
+            )
+            .await?;
+        Ok((r.events, r.last))
+    }
 }

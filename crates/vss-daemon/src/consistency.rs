@@ -10,6 +10,7 @@
 //! that will not restore.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use vss_model::{
     ErrorCode, Id, VssError,
@@ -86,6 +87,7 @@ pub(crate) async fn check_writers(
                         Delivered {
                             outcome: EventOutcome::Failed(e),
                             updates: None,
+                            elapsed: Duration::ZERO,
                         },
                     )
                 })

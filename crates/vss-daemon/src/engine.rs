@@ -40,7 +40,19 @@ pub struct Engine {
     pub ops: Operations,
     /// Each writer instance's last state and failure, as sessions last saw it (for listing).
     writer_history: Mutex<HashMap<Id, WriterRecord>>,
+    /// What happened lately (vss.Admin.Events), in memory: safe while filesystems are frozen.
+    events: Mutex<EventLog>,
 }
+
+/// The last [`MAX_EVENTS`] events.
+#[derive(Debug, Default)]
+struct EventLog {
+    last: i64,
+    buf: std::collections::VecDeque<vss_protocol::admin::Event>,
+}
+
+/// How many events vssd keeps.
+pub const MAX_EVENTS: usize = 10_000;
 
 /// A volume of the session's set with its provider.
 #[derive(Debug, Clone)]
@@ -117,6 +129,7 @@ impl Engine {
             catalog: Mutex::new(catalog),
             ops: Operations::default(),
             writer_history: Mutex::new(HashMap::new()),
+            events: Mutex::new(EventLog::default()),
         }))
     }
 
@@ -734,6 +747,82 @@ impl Engine {
         Ok(d.session.writers.iter().map(writer_status).collect())
     }
 
+    /// Records one event for vss.Admin.Events.
+    pub(crate) fn log_event(
+        &self,
+        set: Option<Id>,
+        kind: &str,
+        subject: &str,
+        phase: &str,
+        outcome: Result<(), &VssError>,
+        elapsed: std::time::Duration,
+    ) {
+        let mut log = self.events.lock().expect("events");
+        log.last += 1;
+        let (outcome, message) = match outcome {
+            Ok(()) => ("ok".to_owned(), None),
+            Err(e) => (e.code.name().to_owned(), Some(e.message.clone())),
+        };
+        let event = vss_protocol::admin::Event {
+            seq: log.last,
+            time: crate::timefmt::now_rfc3339_millis(),
+            snapshot_set_id: set.map(|s| s.to_string()),
+            kind: kind.to_owned(),
+            subject: subject.to_owned(),
+            phase: phase.to_owned(),
+            outcome,
+            elapsed_us: i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX),
+            message,
+        };
+        log.buf.push_back(event);
+        while log.buf.len() > MAX_EVENTS {
+            log.buf.pop_front();
+        }
+    }
+
+    /// Records what `event` did to each writer.
+    pub(crate) fn log_writer_results(
+        &self,
+        session: &Session,
+        event: WriterEvent,
+        results: &[(Id, Delivered)],
+    ) {
+        let set = session.snapshot_set().map(|s| s.id);
+        for (id, d) in results {
+            let name = session
+                .writers
+                .iter()
+                .find(|w| w.metadata.instance_id == *id)
+                .map(|w| w.metadata.writer_name.clone())
+                .unwrap_or_else(|| id.to_string());
+            let err = match &d.outcome {
+                EventOutcome::Succeeded => None,
+                EventOutcome::Failed(e) => Some(e.clone()),
+                EventOutcome::NotResponding(why) => {
+                    Some(VssError::new(ErrorCode::WriterNotResponding, why.clone()))
+                }
+            };
+            self.log_event(
+                set,
+                "writer",
+                &name,
+                event.name(),
+                err.as_ref().map_or(Ok(()), Err),
+                d.elapsed,
+            );
+        }
+    }
+
+    /// The events after `after`, and the last sequence number.
+    pub fn events_after(&self, after: Option<i64>) -> (Vec<vss_protocol::admin::Event>, i64) {
+        let log = self.events.lock().expect("events");
+        let after = after.unwrap_or(0);
+        (
+            log.buf.iter().filter(|e| e.seq > after).cloned().collect(),
+            log.last,
+        )
+    }
+
     /// Each writer instance's last known state (for listing).
     pub fn writer_history(&self) -> Vec<WriterStatus> {
         let h = self.writer_history.lock().expect("history");
@@ -878,6 +967,7 @@ impl Engine {
         d.ops.push(op.id);
         let (engine, ctx2, op2) = (self.clone(), ctx.clone(), op.clone());
         let handle = tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let r = work(engine.clone(), ctx2.clone(), op2.clone()).await;
             if let Err(e) = &r {
                 tracing::warn!(op = kind.name(), "{e}");
@@ -891,8 +981,22 @@ impl Engine {
             }
             d.running = None;
             engine.remember_writers(&d.session);
+            let set = d.session.snapshot_set().map(|s| s.id);
             drop(d);
-            op2.complete(r);
+            let status = op2.complete(r);
+            let err = match &status {
+                AsyncStatus::Failed(e) => Some(e.clone()),
+                AsyncStatus::Cancelled => Some(VssError::new(ErrorCode::Abort, "cancelled")),
+                _ => None,
+            };
+            engine.log_event(
+                set,
+                "operation",
+                kind.name(),
+                kind.name(),
+                err.as_ref().map_or(Ok(()), Err),
+                started.elapsed(),
+            );
         });
         let id = op.id;
         d.running = Some((op, handle));
@@ -1015,6 +1119,7 @@ impl Engine {
         let results =
             fanout::broadcast(targets, event, self.config.deadlines.of(event), cancel).await;
         let mut d = ctx.inner.lock().await;
+        self.log_writer_results(&d.session, event, &results);
         record_all(&mut d.session, event, results);
         self.remember_writers(&d.session);
     }

@@ -105,6 +105,8 @@ pub struct Delivered {
     pub outcome: EventOutcome,
     /// PrepareForBackup and PostSnapshot replies.
     pub updates: Option<ComponentsReply>,
+    /// How long the writer took (connect and call).
+    pub elapsed: Duration,
 }
 
 /// Turns a call result into an outcome. `what` names the event for messages.
@@ -115,6 +117,7 @@ pub fn interpret(
     let none = |outcome| Delivered {
         outcome,
         updates: None,
+        elapsed: Duration::ZERO,
     };
     match r {
         Ok(Decoded::Ok(v)) => {
@@ -135,6 +138,7 @@ pub fn interpret(
             Delivered {
                 outcome: EventOutcome::Succeeded,
                 updates,
+                elapsed: Duration::ZERO,
             }
         }
         Ok(Decoded::Error { name, parameters }) => {
@@ -178,8 +182,11 @@ pub async fn call_on<P: Serialize>(
     params: &P,
     deadline: Duration,
 ) -> Delivered {
+    let started = std::time::Instant::now();
     let r = transport::call_with_timeout(conn, &event.method(), params, deadline).await;
-    interpret(event, r)
+    let mut d = interpret(event, r);
+    d.elapsed = started.elapsed();
+    d
 }
 
 /// Connects and calls `event`, the whole within `deadline`. Returns the connection when the

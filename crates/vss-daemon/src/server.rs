@@ -226,6 +226,11 @@ fn dispatch_admin(engine: &Engine, name: &str, call: &RawCall) -> Result<Reply, 
                 .collect();
             json(admin::ProviderList { providers })
         }
+        "Events" => {
+            let p: admin::EventsParam = call.params()?;
+            let (events, last) = engine.events_after(p.after);
+            json(admin::EventList { events, last })
+        }
         _ => Ok(Reply::NotFound),
     }
 }

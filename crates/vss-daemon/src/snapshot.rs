@@ -407,6 +407,26 @@ async fn commit_all(engine: &Arc<Engine>, vols: &mut [Vol]) -> Result<CommitOutc
             ));
         }
         tracing::info!(frozen_for = ?report.frozen_for, volumes = freezing.len(), "filesystems frozen, committed and thawed");
+        let set = Some(vols[freezing[0]].request.snapshot_set_id);
+        for i in &freezing {
+            let v = &vols[*i];
+            engine.log_event(
+                set,
+                "volume",
+                &v.request.volume.path.to_string_lossy(),
+                "Commit",
+                Ok(()),
+                std::time::Duration::ZERO,
+            );
+        }
+        engine.log_event(
+            set,
+            "filesystems",
+            &format!("{} filesystem(s)", freezing.len()),
+            "Frozen",
+            Ok(()),
+            report.frozen_for,
+        );
         outcome.filesystem_frozen = true;
     }
     for v in vols.iter_mut().filter(|v| !v.provider.info().needs_freeze) {
@@ -431,6 +451,14 @@ async fn commit_all(engine: &Arc<Engine>, vols: &mut [Vol]) -> Result<CommitOutc
                 )
             })?;
         tracing::info!(volume = %v.request.volume.path.display(), elapsed = ?started.elapsed(), "snapshot committed");
+        engine.log_event(
+            Some(v.request.snapshot_set_id),
+            "volume",
+            &v.request.volume.path.to_string_lossy(),
+            "Commit",
+            Ok(()),
+            started.elapsed(),
+        );
         v.committed = Some(c);
         ends.push(Instant::now());
     }
@@ -461,6 +489,7 @@ async fn record(
 ) {
     engine
         .with_session(ctx, |s| {
+            engine.log_writer_results(s, event, &results);
             record_all(s, event, results);
             engine.remember(s);
         })
@@ -516,12 +545,14 @@ async fn freeze_wave(
                         ),
                     )),
                     updates: None,
+                    elapsed: Duration::ZERO,
                 },
                 Err(_) => Delivered {
                     outcome: EventOutcome::NotResponding(format!(
                         "no reply to Freeze within {deadline:?}"
                     )),
                     updates: None,
+                    elapsed: Duration::ZERO,
                 },
             };
             (instance, d)
@@ -631,6 +662,7 @@ async fn expired(engine: &Engine, ctx: &SessionCtx, held: &[Held]) -> Option<Vss
                 Delivered {
                     outcome: EventOutcome::Failed(e),
                     updates: None,
+                    elapsed: Duration::ZERO,
                 },
             )
         })

@@ -11,6 +11,15 @@ pub fn now_rfc3339() -> String {
     format_unix(secs)
 }
 
+/// Now, as `2026-11-24T21:11:11.123Z`.
+pub fn now_rfc3339_millis() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let s = format_unix(d.as_secs());
+    format!("{}.{:03}Z", s.trim_end_matches('Z'), d.subsec_millis())
+}
+
 /// A Unix time as RFC 3339 UTC.
 pub fn format_unix(secs: u64) -> String {
     let days = (secs / 86_400) as i64;

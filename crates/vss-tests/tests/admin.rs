@@ -126,6 +126,28 @@ async fn list_writers_shows_last_states_and_list_providers_shows_btrfs() {
             .any(|w| w.writer_name == "failing" && w.state_name == "VSS_WS_FAILED_AT_THAW")
     );
 
+    // The event log: every writer event with its outcome and duration, the commit, the end of
+    // each operation; `after` pages through it.
+    let (events, last) = admin.events(None).await.unwrap();
+    assert!(last >= events.len() as i64 && !events.is_empty());
+    let thaw = events
+        .iter()
+        .find(|e| e.kind == "writer" && e.subject == "failing" && e.phase == "Thaw")
+        .expect("the failing writer's Thaw");
+    assert_eq!(thaw.outcome, "VSS_E_WRITERERROR_NONRETRYABLE");
+    assert!(events.iter().any(|e| e.kind == "operation"
+        && e.phase == "DoSnapshotSet"
+        && e.outcome == "VSS_E_WRITERERROR_NONRETRYABLE"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "volume" && e.phase == "Commit")
+    );
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    let (later, same_last) = admin.events(Some(last)).await.unwrap();
+    assert!(later.is_empty());
+    assert_eq!(same_last, last);
+
     let info = raw_call(&env.socket(), "org.varlink.service.GetInfo", json!({}))
         .await
         .unwrap();

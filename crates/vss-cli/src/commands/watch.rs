@@ -15,6 +15,10 @@
 //! the watch fails (then one last line with `error` and `exitCode`). SIGINT and SIGTERM end the
 //! watch with exit code 0; `--count N` ends it after N changes.
 //!
+//! Between those lines come the phases vssd reported since the last poll (`vss.Admin.Events`):
+//! every writer event with its outcome and duration, each volume's commit, the filesystems'
+//! freeze window, each operation's end. They are not counted by `--count`.
+//!
 //! `vss watch` needs vssd: in embedded mode the engine would live only as long as the watch and
 //! see no other requester's work, so it is refused with the unreachable exit code.
 
@@ -82,7 +86,7 @@ async fn run(g: &GlobalArgs, args: &WatchArgs) -> Result<u8, CliError> {
     };
     let mut w = Watcher::new(g.json, args.count);
     let first = tokio::select! {
-        r = poll(&mut bc) => r?,
+        r = poll(&mut bc, i64::MAX) => r?,
         () = &mut stop => return Ok(OK),
     };
     w.baseline(first);
@@ -103,7 +107,7 @@ async fn run(g: &GlobalArgs, args: &WatchArgs) -> Result<u8, CliError> {
             () = &mut stop => return Ok(OK),
         }
         let now = tokio::select! {
-            r = poll(&mut bc) => r?,
+            r = poll(&mut bc, w.last_event) => r?,
             () = &mut stop => return Ok(OK),
         };
         if w.update(now) {
@@ -129,9 +133,15 @@ async fn connect(g: &GlobalArgs) -> Result<BackupComponents, CliError> {
 struct Seen {
     writers: Vec<WriterStatus>,
     snapshots: Vec<SnapshotProperties>,
+    events: Vec<vss_protocol::admin::Event>,
+    last_event: i64,
 }
 
-async fn poll(bc: &mut BackupComponents) -> Result<Seen, CliError> {
+async fn poll(bc: &mut BackupComponents, after: i64) -> Result<Seen, CliError> {
+    let (events, last_event) = bc
+        .events(Some(after))
+        .await
+        .map_err(|e| CliError::from_client(e).context("vss.Admin.Events"))?;
     let writers = bc
         .list_writers()
         .await
@@ -140,7 +150,12 @@ async fn poll(bc: &mut BackupComponents) -> Result<Seen, CliError> {
         .query(Some(-1), None, None)
         .await
         .map_err(|e| CliError::from_client(e).context("Query"))?;
-    Ok(Seen { writers, snapshots })
+    Ok(Seen {
+        writers,
+        snapshots,
+        events,
+        last_event,
+    })
 }
 
 /// The state between polls.
@@ -156,6 +171,8 @@ struct Watcher {
     writer_changed: HashMap<String, Instant>,
     /// When each original volume's snapshots last changed (as seen here).
     volume_changed: HashMap<String, Instant>,
+    /// The last vssd event already shown.
+    last_event: i64,
 }
 
 impl Watcher {
@@ -167,10 +184,13 @@ impl Watcher {
             snapshots: BTreeMap::new(),
             writer_changed: HashMap::new(),
             volume_changed: HashMap::new(),
+            last_event: 0,
         }
     }
 
     fn baseline(&mut self, seen: Seen) {
+        // Events before the watch started are history, not news.
+        self.last_event = seen.last_event;
         self.writers = seen
             .writers
             .into_iter()
@@ -185,6 +205,8 @@ impl Watcher {
 
     /// Prints the differences from the last poll; true when `--count` is reached.
     fn update(&mut self, seen: Seen) -> bool {
+        self.print_events(&seen.events);
+        self.last_event = seen.last_event.max(self.last_event);
         let at = Instant::now();
         let stamp = timestamp();
         let mut changes = Vec::new();
@@ -255,6 +277,32 @@ impl Watcher {
             }
         }
         false
+    }
+
+    /// The phases vssd reported: one line each, not counted by `--count`.
+    fn print_events(&self, events: &[vss_protocol::admin::Event]) {
+        for e in events {
+            if self.json {
+                let mut doc = serde_json::to_value(e).unwrap_or_default();
+                doc["change"] = json!("event");
+                print_line(&doc.to_string());
+            } else {
+                let outcome = if e.outcome == "ok" {
+                    "ok".to_owned()
+                } else {
+                    format!("{}: {}", e.outcome, e.message.as_deref().unwrap_or(""))
+                };
+                print_line(&format!(
+                    "{}  {} {}: {} {} ({:.3} ms)",
+                    e.time,
+                    e.kind,
+                    e.subject,
+                    e.phase,
+                    outcome,
+                    e.elapsed_us as f64 / 1000.0
+                ));
+            }
+        }
     }
 
     /// One snapshot change: its JSON object and its text.
