@@ -446,19 +446,27 @@ mod tests {
         w.baseline(Seen {
             writers: vec![writer(1, "S_OK")],
             snapshots: vec![],
+            events: vec![],
+            last_event: 0,
         });
         assert!(!w.update(Seen {
             writers: vec![writer(1, "S_OK")],
             snapshots: vec![],
+            events: vec![],
+            last_event: 0,
         }));
         assert!(!w.update(Seen {
             writers: vec![writer(5, "S_OK")],
             snapshots: vec![],
+            events: vec![],
+            last_event: 0,
         }));
         assert!(w.writer_changed.contains_key("i"));
         assert!(w.update(Seen {
             writers: vec![writer(5, "VSS_E_WRITERERROR_RETRYABLE")],
             snapshots: vec![],
+            events: vec![],
+            last_event: 0,
         }));
     }
 
