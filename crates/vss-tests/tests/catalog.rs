@@ -340,3 +340,36 @@ async fn a_backup_with_healthy_writers_is_application_consistent() {
     assert_eq!(cons.writers_skipped, vec!["idle".to_owned()]);
     assert!(!cons.filesystem_frozen);
 }
+
+/// A snapshot whose writer failed is never recorded as application-consistent, even when the
+/// writer failed only after Thaw (PostSnapshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_failing_post_snapshot_is_not_application_consistent() {
+    let Some(mut env) = Env::new() else { return };
+    let vol = env.volume();
+    env.start_vssd(&[]);
+    env.start_writer(
+        "late",
+        &[
+            "--component",
+            &spec("db", &[&vol]),
+            "--fail-at",
+            "PostSnapshot",
+        ],
+    );
+    let mut bc = env.requester().await;
+    let st = backup_all(&mut bc, &[vol.to_str().unwrap()]).await;
+    assert_eq!(
+        st,
+        AsyncStatus::Finished,
+        "a PostSnapshot failure does not fail the set"
+    );
+    let snaps = bc.query(Some(-1), None, None).await.unwrap();
+    let cons = snaps[0].consistency.clone().unwrap();
+    assert_ne!(cons.level, "application-consistent", "{cons:?}");
+    assert_eq!(cons.writers_failed.len(), 1, "{cons:?}");
+    assert!(
+        cons.writers_failed[0].contains("VSS_WS_FAILED_AT_POST_SNAPSHOT"),
+        "{cons:?}"
+    );
+}
