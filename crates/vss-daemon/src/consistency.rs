@@ -173,15 +173,10 @@ pub(crate) fn record(session: &Session, outcome: &CommitOutcome) -> Consistency 
         } else {
             format!("{} ({})", w.metadata.writer_name, w.metadata.instance_name)
         };
-        // A writer that failed only PostSnapshot (or later) had frozen and thawed: its data in
-        // the snapshot is consistent; only its BCD updates may be missing.
-        let froze = matches!(
-            w.state,
-            vss_model::WriterState::FailedAtPostSnapshot
-                | vss_model::WriterState::FailedAtBackupComplete
-        );
+        // Any failure of a participant counts, even one after Thaw (PostSnapshot): a snapshot
+        // whose writer failed is never recorded as application-consistent.
         match w.participation {
-            Participation::Full if w.failed_event && !froze => {
+            Participation::Full if w.failed_event => {
                 c.writers_failed
                     .push(format!("{name}: {} {}", w.state.name(), w.failure_name()));
             }
