@@ -26,15 +26,26 @@ fn unit_files_pass_systemd_analyze_verify() {
     // verify wants ExecStart's binary to exist: check copies of the units whose ExecStart
     // names the binary just built (everything else unchanged).
     let dir = tempfile::tempdir().unwrap();
-    let vssd = env!("CARGO_BIN_EXE_vssd");
+    // The binaries next to vssd (target/debug): vssd itself and the writers, when built.
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_vssd")).parent().unwrap().to_owned();
     let mut paths = Vec::new();
-    for u in ["vssd.service", "vssd.socket"] {
-        let text = std::fs::read_to_string(repo().join("packaging/systemd").join(u)).unwrap();
-        let text = text.replace("/usr/local/bin/vssd", vssd);
-        let p = dir.path().join(u);
+    for entry in std::fs::read_dir(repo().join("packaging/systemd")).unwrap() {
+        let unit = entry.unwrap().path();
+        let mut text = std::fs::read_to_string(&unit).unwrap();
+        if let Some(line) = text.lines().find(|l| l.starts_with("ExecStart=/usr/local/bin/")) {
+            let program = line["ExecStart=/usr/local/bin/".len()..].split_whitespace().next().unwrap().to_owned();
+            let built = bin_dir.join(&program);
+            if !built.exists() {
+                eprintln!("skipping {}: {program} is not built", unit.display());
+                continue;
+            }
+            text = text.replace(&format!("/usr/local/bin/{program}"), built.to_str().unwrap());
+        }
+        let p = dir.path().join(unit.file_name().unwrap());
         std::fs::write(&p, text).unwrap();
         paths.push(p);
     }
+    assert!(paths.len() >= 2, "vssd.service and vssd.socket at least");
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .args(&paths)
@@ -42,7 +53,7 @@ fn unit_files_pass_systemd_analyze_verify() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Messages about the host's own units (no systemd running here) are not ours.
-    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("vssd")).collect();
+    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("vss")).collect();
     assert!(
         out.status.success() && ours.is_empty(),
         "systemd-analyze verify: {stderr}"
