@@ -27,19 +27,32 @@ fn unit_files_pass_systemd_analyze_verify() {
     // names the binary just built (everything else unchanged).
     let dir = tempfile::tempdir().unwrap();
     // The binaries next to vssd (target/debug): vssd itself and the writers, when built.
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_vssd")).parent().unwrap().to_owned();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_vssd"))
+        .parent()
+        .unwrap()
+        .to_owned();
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(repo().join("packaging/systemd")).unwrap() {
         let unit = entry.unwrap().path();
         let mut text = std::fs::read_to_string(&unit).unwrap();
-        if let Some(line) = text.lines().find(|l| l.starts_with("ExecStart=/usr/local/bin/")) {
-            let program = line["ExecStart=/usr/local/bin/".len()..].split_whitespace().next().unwrap().to_owned();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.starts_with("ExecStart=/usr/local/bin/"))
+        {
+            let program = line["ExecStart=/usr/local/bin/".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned();
             let built = bin_dir.join(&program);
             if !built.exists() {
                 eprintln!("skipping {}: {program} is not built", unit.display());
                 continue;
             }
-            text = text.replace(&format!("/usr/local/bin/{program}"), built.to_str().unwrap());
+            text = text.replace(
+                &format!("/usr/local/bin/{program}"),
+                built.to_str().unwrap(),
+            );
         }
         let p = dir.path().join(unit.file_name().unwrap());
         std::fs::write(&p, text).unwrap();
