@@ -33,10 +33,12 @@ fn real_main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let shutdown = async {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        // Register the handlers before anything else: a SIGTERM that arrives right after
+        // READY=1 must end the sessions, not kill vssd with the default action.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => {},
                 _ = int.recv() => {},

@@ -1,0 +1,194 @@
+//! `vss-writer-postgres`: the PostgreSQL VSS writer (see the crate description and `--help`).
+
+mod config;
+mod layout;
+mod pg;
+mod writer;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use tracing::{error, info, warn};
+use vss_writer::{DEFAULT_FREEZE_TIMEOUT_MS, RuntimeConfig, WriterRuntime};
+
+use crate::config::{DEFAULT_CONFIG, FileConfig, Instance};
+use crate::layout::Layout;
+use crate::pg::Db;
+use crate::writer::PostgresWriter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vss-writer-postgres",
+    version,
+    about = "The PostgreSQL VSS writer: atomic mode (one volume) or archive mode (backup API).",
+    long_about = "The PostgreSQL VSS writer.\n\n\
+        Serves every [[postgres]] instance of the configuration file (or one instance given by \
+        --name and --connection) as vss.Writer on WRITERS_DIR/NAME.sock.\n\n\
+        Identify: one FILE_GROUP component, \"cluster\", naming the data directory, every \
+        tablespace and the WAL directory (pg_wal, its symlink followed; only when it lies on the \
+        data directory's volume), as the server reports them.\n\
+        PrepareForSnapshot: a directory on a volume outside the set fails with \
+        VSS_E_WRITERERROR_INCONSISTENTSNAPSHOT. Everything (WAL included) on ONE volume of the set: \
+        atomic mode, CHECKPOINT; the snapshot is crash consistent and a restore is crash recovery. \
+        Otherwise archive mode (needs archive_mode = on, else PrepareForBackup fails with \
+        VSS_E_WRITERERROR_NONRETRYABLE): pg_backup_start(label, fast => true) on a connection held \
+        until PostSnapshot, which runs pg_backup_stop(wait_for_archive => true) (Abort ends the \
+        backup without waiting).\n\
+        Freeze / Thaw: nothing to do.\n\
+        PostSnapshot: the component's backup metadata (JSON) records the mode and directories, and \
+        in archive mode the label file, tablespace map and start/stop positions that a restore \
+        needs.\n\n\
+        Configuration (TOML; only [[postgres]], writers_dir and coordinator_uid are read):\n\
+        \n  writers_dir = \"/run/vss/writers\"\n  coordinator_uid = 0        # optional\n\
+        \n  [[postgres]]\n  name = \"main\"              # socket main.sock\n  \
+        connection = \"host=/var/run/postgresql port=5432 user=postgres\"\n  \
+        freeze_timeout_ms = 60000  # optional\n\n\
+        Stop it with SIGINT or SIGTERM."
+)]
+struct Args {
+    /// The configuration file (ignored when --connection is given).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+
+    /// One instance without a configuration file: its name (the socket is NAME.sock).
+    #[arg(long, value_name = "NAME", requires = "connection")]
+    name: Option<String>,
+
+    /// One instance without a configuration file: its libpq-style connection string.
+    #[arg(long, value_name = "CONNINFO")]
+    connection: Option<String>,
+
+    /// Where to put the sockets (overrides the file's writers_dir; default /run/vss/writers).
+    #[arg(long, value_name = "DIR")]
+    writers_dir: Option<PathBuf>,
+
+    /// Also serve this uid (vssd's, when it does not run as root).
+    #[arg(long, value_name = "UID")]
+    coordinator_uid: Option<u32>,
+
+    /// How long to wait at start for each server to answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    connect_wait: u64,
+}
+
+/// Connects and discovers `inst`'s layout, retrying until `wait` has passed.
+fn start_instance(inst: &Instance, wait: Duration) -> Result<PostgresWriter, String> {
+    let db = Db::start(&inst.name, &inst.connection)?;
+    let deadline = Instant::now() + wait;
+    let layout = loop {
+        match Layout::discover(&db, Duration::from_secs(30)) {
+            Ok(l) => break l,
+            Err(e) if Instant::now() < deadline => {
+                warn!(instance = %inst.name, error = %e, "the server does not answer yet; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    info!(instance = %inst.name, ?layout, "cluster found");
+    let freeze = match inst.freeze_timeout_ms {
+        None | Some(0) => DEFAULT_FREEZE_TIMEOUT_MS,
+        Some(ms) => ms,
+    };
+    Ok(PostgresWriter::new(inst.name.clone(), db, layout, freeze))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut file = if let Some(connection) = &args.connection {
+        FileConfig {
+            postgres: vec![Instance {
+                name: args.name.clone().unwrap_or_else(|| "postgres".to_owned()),
+                connection: connection.clone(),
+                freeze_timeout_ms: None,
+            }],
+            ..Default::default()
+        }
+    } else {
+        match FileConfig::load(&args.config) {
+            Ok(f) => f,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    if file.postgres.is_empty() {
+        error!("no [[postgres]] instance is configured");
+        return ExitCode::FAILURE;
+    }
+    let writers_dir = args
+        .writers_dir
+        .or(file.writers_dir.take())
+        .unwrap_or_else(|| PathBuf::from(vss_writer::runtime::DEFAULT_WRITERS_DIR));
+    let coordinator_uid = args.coordinator_uid.or(file.coordinator_uid);
+
+    let mut writers = Vec::new();
+    for inst in &file.postgres {
+        match start_instance(inst, Duration::from_secs(args.connect_wait)) {
+            Ok(w) => writers.push((inst.name.clone(), Arc::new(w))),
+            Err(e) => {
+                error!(instance = %inst.name, "{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), String> = rt.block_on(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, writer) in writers {
+            let config = RuntimeConfig {
+                writers_dir: writers_dir.clone(),
+                socket_name: format!("{name}.sock"),
+                coordinator_uid,
+            };
+            let runtime = WriterRuntime::bind(config)
+                .await
+                .map_err(|e| format!("instance {name}: {e}"))?;
+            eprintln!("[{name}] listening on {}", runtime.socket_path().display());
+            tasks.spawn(async move {
+                runtime
+                    .run(writer, vss_writer::shutdown_signal())
+                    .await
+                    .map_err(|e| format!("instance {name}: {e}"))
+            });
+        }
+        let mut first_error = None;
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(Err(e)) = r {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
