@@ -34,6 +34,8 @@
 //! [`Mounted`] declared first outlives a [`Mount`] of the same device or a [`ScratchDir`]
 //! holding mounts of it that are declared after it.
 
+pub mod proc;
+
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;

@@ -12,63 +12,18 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use vss_test_support::proc::{ChildGuard, bin, wait_for};
 pub use vss_test_support::{Mounted, require_root};
 
 /// How long one `vss` run may take before the test kills it (5x what the slowest takes).
 pub const VSS_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A built binary of the workspace (target/debug/NAME, next to the test executable's deps/).
-pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is not built: run `cargo build -p vss-daemon -p vss-tests -p vss-freeze --bins` first",
-        p.display()
-    );
-    p
-}
-
 /// The `vss` binary under test.
 pub fn vss_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vss"))
-}
-
-/// A child process that is killed (SIGKILL) and reaped when dropped.
-pub struct ChildGuard {
-    pub child: Child,
-    pub name: String,
-}
-
-impl ChildGuard {
-    /// Sends SIGKILL now and reaps the process.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends SIGTERM and waits up to `t` for the process to exit.
-    pub fn terminate(&mut self, t: Duration) {
-        signal(self.child.id(), rustix::process::Signal::TERM);
-        let deadline = Instant::now() + t;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// Sends `sig` to process `pid`.
@@ -405,18 +360,6 @@ pub fn run_to_end(mut cmd: Command, t: Duration) -> VssRun {
         stdout: out_t.join().unwrap_or_default(),
         stderr: err_t.join().unwrap_or_default(),
     }
-}
-
-/// Polls `f` every 20 ms until it is true or `t` passes (then panics naming `what`).
-pub fn wait_for(t: Duration, mut f: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + t;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out after {t:?} waiting for {what}");
 }
 
 /// The entries of `<top>/.vss` (the btrfs provider's snapshot subvolumes), sorted.

@@ -5,55 +5,11 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+pub use vss_test_support::proc::{ChildGuard, bin, wait_for, wait_until};
 pub use vss_test_support::{Mounted, require_root};
-
-/// A built binary of the workspace (target/debug/NAME, next to the test executable's deps/).
-pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is not built: run `cargo build --workspace --bins` first",
-        p.display()
-    );
-    p
-}
-
-/// A child process that is killed (SIGKILL) and reaped when dropped.
-pub struct ChildGuard {
-    pub child: Child,
-}
-
-impl ChildGuard {
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends SIGTERM and waits up to `t` for the process to exit.
-    pub fn terminate(&mut self, t: Duration) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let deadline = Instant::now() + t;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// One test's world.
 pub struct Env {
@@ -125,7 +81,10 @@ impl Env {
             .stderr(stderr)
             .spawn()
             .expect("spawn vssd");
-        self.vssd = Some(ChildGuard { child });
+        self.vssd = Some(ChildGuard {
+            child,
+            name: "vssd".into(),
+        });
         wait_for(
             Duration::from_secs(20),
             || self.socket().exists(),
@@ -154,7 +113,10 @@ impl Env {
             .stderr(stderr)
             .spawn()
             .expect("spawn vss-writer-script");
-        self.writers.push(ChildGuard { child });
+        self.writers.push(ChildGuard {
+            child,
+            name: "writer".into(),
+        });
         let sock = self.writers_dir().join(format!("{name}.sock"));
         wait_for(
             Duration::from_secs(20),
@@ -194,30 +156,6 @@ impl Drop for Env {
             eprintln!("--- writer log ---\n{}", self.writer_log());
         }
     }
-}
-
-/// Polls `f` every 20 ms until it is true or `t` passes (then panics naming `what`).
-pub fn wait_for(t: Duration, mut f: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + t;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out after {t:?} waiting for {what}");
-}
-
-/// Async version of [`wait_for`].
-pub async fn wait_until(t: Duration, mut f: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + t;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out after {t:?} waiting for {what}");
 }
 
 /// A session prepared for DoSnapshotSet: InitializeForBackup, SetBackupState(FULL),

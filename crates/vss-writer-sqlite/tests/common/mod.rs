@@ -7,56 +7,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+pub use vss_test_support::proc::{ChildGuard, bin, wait_for};
 pub use vss_test_support::{Mounted, require_root};
-
-/// A built binary of the workspace (target/debug/NAME, next to the test executable's deps/).
-pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is not built: run `cargo build --workspace --bins` first",
-        p.display()
-    );
-    p
-}
-
-/// A child process that is killed (SIGKILL) and reaped when dropped.
-pub struct ChildGuard {
-    pub child: Child,
-    pub name: String,
-}
-
-impl ChildGuard {
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends SIGTERM and waits up to `t` for the process to exit (then SIGKILL).
-    pub fn terminate(&mut self, t: Duration) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let deadline = Instant::now() + t;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// One test's world.
 pub struct Env {
@@ -328,16 +283,4 @@ pub fn logged_unix_ns(log: &str, needle: &str) -> Option<u128> {
             .parse()
             .ok()
     })
-}
-
-/// Polls `f` every 20 ms until it is true or `t` passes (then panics naming `what`).
-pub fn wait_for(t: Duration, mut f: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + t;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out after {t:?} waiting for {what}");
 }
