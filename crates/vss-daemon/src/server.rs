@@ -98,6 +98,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
+/// Who may use the requester interfaces: root, or a member (primary or supplementary group,
+/// from SO_PEERCRED and SO_PEERGROUPS) of the configured requester group.
+fn requester_allowed(uid: u32, groups: &[u32], requester_group: Option<u32>) -> bool {
+    uid == 0 || requester_group.is_some_and(|g| groups.contains(&g))
+}
+
 /// Takes the exclusive `flock` on `<run-dir>/engine.lock`, waiting (and saying so) while
 /// another engine holds it. The kernel drops it when its holder dies.
 async fn engine_lock(run_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
@@ -124,13 +130,28 @@ async fn serve_connection(
     mut conn: Connection,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let uid = match conn.peer_credentials().await {
-        Ok(c) => c.unix_user_id().as_raw(),
+    let (uid, allowed) = match conn.peer_credentials().await {
+        Ok(c) => {
+            let uid = c.unix_user_id().as_raw();
+            let groups: Vec<u32> = std::iter::once(c.unix_primary_group_id().as_raw())
+                .chain(c.unix_supplementary_group_ids().iter().map(|g| g.as_raw()))
+                .collect();
+            (
+                uid,
+                requester_allowed(uid, &groups, engine.config.socket_group),
+            )
+        }
         Err(e) => {
             tracing::warn!("cannot read peer credentials: {e}; closing the connection");
             return;
         }
     };
+    if !allowed {
+        tracing::warn!(
+            uid,
+            "requester is neither root nor in the requester group; every call is refused"
+        );
+    }
     let ctx = SessionCtx::new(uid);
     tracing::debug!(uid, "requester connected");
     loop {
@@ -147,9 +168,25 @@ async fn serve_connection(
             }
         };
         let method = call.method.clone();
-        let result = tokio::select! {
-            r = dispatch(&engine, &ctx, &call) => r,
-            _ = stop.wait_for(|s| *s) => break,
+        let result = if allowed {
+            tokio::select! {
+                r = dispatch(&engine, &ctx, &call) => r,
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        } else {
+            Err(VssError::new(
+                vss_model::ErrorCode::AccessDenied,
+                format!(
+                    "uid {uid} may not use vssd: requesters must be root or members of the requester group{}",
+                    engine
+                        .config
+                        .socket_group
+                        .map(|g| format!(" (gid {g})"))
+                        .unwrap_or_else(
+                            || " (none is configured: requester_group in vssd.toml)".into()
+                        )
+                ),
+            ))
         };
         let sent = match result {
             Ok(Reply::Json(v)) => transport::reply(&mut conn, &v).await,
@@ -494,5 +531,18 @@ async fn dispatch(
             }
         }
         _ => Ok(Reply::NotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn requester_authorization() {
+        use super::requester_allowed as ok;
+        assert!(ok(0, &[0], None), "root always");
+        assert!(!ok(1000, &[1000], None), "nobody else without a group");
+        assert!(ok(1000, &[1000, 34], Some(34)), "a supplementary group");
+        assert!(ok(1000, &[34], Some(34)), "the primary group");
+        assert!(!ok(1000, &[1000, 35], Some(34)));
     }
 }
