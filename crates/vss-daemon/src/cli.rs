@@ -50,6 +50,10 @@ pub struct Args {
     /// 0660 then).
     #[arg(long)]
     pub socket_group: Option<String>,
+    /// A uid vssd talks to as a writer (socket owner and writer process), repeatable
+    /// [default: 0 only].
+    #[arg(long = "writer-uid", value_name = "UID")]
+    pub writer_uids: Vec<u32>,
     /// The longest a filesystem stays frozen for a commit, in ms; the freeze guard thaws it then
     /// [default: 10000].
     #[arg(long)]

@@ -37,6 +37,8 @@ pub struct Config {
     pub btrfs_snapshot_subvolume: Option<String>,
     /// The reflink provider's clone directory (default `.vss-reflink`).
     pub reflink_dir_name: Option<String>,
+    /// The uids vssd talks to as writers (socket owner and peer process); root only by default.
+    pub writer_uids: Vec<u32>,
 }
 
 impl Config {
@@ -57,6 +59,7 @@ impl Config {
             provider_order: None,
             btrfs_snapshot_subvolume: None,
             reflink_dir_name: None,
+            writer_uids: vec![0],
         }
     }
 }

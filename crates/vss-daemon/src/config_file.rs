@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub lock_file: Option<PathBuf>,
     /// The group (name or number) allowed to use the requester socket besides root.
     pub requester_group: Option<GroupSpec>,
+    /// The uids vssd talks to as writers (root is not implied: list 0 too).
+    pub writer_uids: Option<Vec<u32>>,
     /// The commit window in ms.
     pub commit_window_ms: Option<u64>,
     /// The freeze guard program.
@@ -116,6 +118,9 @@ impl FileConfig {
         set(&mut config.lock_file, self.lock_file);
         if let Some(g) = self.requester_group {
             config.socket_group = Some(resolve_group(&g)?);
+        }
+        if let Some(uids) = self.writer_uids {
+            config.writer_uids = uids;
         }
         if let Some(ms) = self.commit_window_ms {
             config.commit_window = Duration::from_millis(ms);

@@ -982,6 +982,26 @@ impl Engine {
             d.running = None;
             engine.remember_writers(&d.session);
             let set = d.session.snapshot_set().map(|s| s.id);
+            if kind == OpKind::DoSnapshotSet {
+                // The audit line of every freeze: who asked, which volumes and writers, how long.
+                let volumes: Vec<String> = d
+                    .session
+                    .snapshot_set()
+                    .map(|s| s.volumes.iter().map(|v| v.volume.clone()).collect())
+                    .unwrap_or_default();
+                let writers: Vec<String> =
+                    d.session.participants().map(|w| w.metadata.writer_name.clone()).collect();
+                tracing::info!(
+                    target: "vss_audit",
+                    uid = ctx2.uid,
+                    set = %set.unwrap_or_default(),
+                    volumes = %volumes.join(","),
+                    writers = %writers.join(","),
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    outcome = if ok { "ok" } else { "failed" },
+                    "audit: snapshot set"
+                );
+            }
             drop(d);
             let status = op2.complete(r);
             let err = match &status {

@@ -17,6 +17,49 @@ use vss_protocol::{
     writer::{ComponentsReply, ERROR_WRITER_FAILURE, IdentifyReply},
 };
 
+/// The uids vssd talks to as writers (the socket's owner and the peer process), set once when
+/// the engine starts; root only by default.
+static WRITER_UIDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+
+/// Sets the writer allow-list (the first call wins; one engine per process).
+pub fn set_writer_uids(uids: Vec<u32>) {
+    let _ = WRITER_UIDS.set(uids);
+}
+
+fn writer_uid_allowed(uid: u32) -> bool {
+    WRITER_UIDS.get().map_or(uid == 0, |u| u.contains(&uid))
+}
+
+/// Connects to a writer socket if it is owned by, and served by a process running as, an
+/// allowed uid (like an unauthorized VSS writer, anything else is skipped and logged).
+async fn connect_writer(path: &Path) -> Result<Connection, CallError> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| {
+        tracing::warn!(socket = %path.display(), "skipping writer: {why}");
+        CallError::Connect {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, why),
+        }
+    };
+    let owner = std::fs::symlink_metadata(path)
+        .map_err(|e| CallError::Connect { path: path.to_owned(), source: e })?
+        .uid();
+    if !writer_uid_allowed(owner) {
+        return Err(refuse(format!("the socket is owned by uid {owner}, which is not in the writer allow-list")));
+    }
+    let mut conn = transport::connect(path).await?;
+    let peer = conn
+        .peer_credentials()
+        .await
+        .map_err(|e| CallError::Io(format!("peer credentials of {}: {e}", path.display())))?
+        .unix_user_id()
+        .as_raw();
+    if !writer_uid_allowed(peer) {
+        return Err(refuse(format!("the writer process runs as uid {peer}, which is not in the writer allow-list")));
+    }
+    Ok(conn)
+}
+
 /// A writer socket found in the writers directory.
 #[derive(Debug, Clone)]
 pub struct WriterSocket {
@@ -77,7 +120,7 @@ pub async fn identify_all(
 
 async fn identify_one(path: &Path, deadline: Duration) -> Identified {
     let fut = async {
-        let mut conn = transport::connect(path).await?;
+        let mut conn = connect_writer(path).await?;
         transport::call::<_, IdentifyReply>(
             &mut conn,
             &WriterEvent::Identify.method(),
@@ -198,7 +241,7 @@ pub async fn connect_and_call<P: Serialize>(
     deadline: Duration,
 ) -> (Delivered, Option<Connection>) {
     let fut = async {
-        let mut conn = match transport::connect(socket).await {
+        let mut conn = match connect_writer(socket).await {
             Ok(c) => c,
             Err(e) => return (interpret(event, Err(e)), None),
         };

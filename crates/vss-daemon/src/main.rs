@@ -79,6 +79,9 @@ fn effective_config(args: Args) -> anyhow::Result<Config> {
         config.socket_group =
             Some(resolve_group(&spec).map_err(|e| anyhow::anyhow!("--socket-group: {e}"))?);
     }
+    if !args.writer_uids.is_empty() {
+        config.writer_uids = args.writer_uids;
+    }
     if let Some(ms) = args.commit_window_ms {
         config.commit_window = std::time::Duration::from_millis(ms);
     }

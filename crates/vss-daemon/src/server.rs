@@ -35,6 +35,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     {
         std::fs::create_dir_all(dir)?;
     }
+    // Writers' sockets are trusted only in a directory others cannot write to.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&config.writers_dir)?.permissions().mode();
+        if mode & 0o002 != 0 {
+            anyhow::bail!(
+                "the writers directory {} is world-writable (mode {:o}); anyone could plant a writer there. chmod o-w it",
+                config.writers_dir.display(),
+                mode & 0o7777
+            );
+        }
+    }
+    crate::fanout::set_writer_uids(config.writer_uids.clone());
     // One engine per run directory: a vssd started while an embedded `vss` run is live waits
     // for it, so that its startup recovery never deletes that run's snapshots.
     let _engine_lock = engine_lock(&config.run_dir).await?;
