@@ -101,7 +101,7 @@ async fn writers_outside_the_allow_list_are_skipped() {
     );
     // The planted writer's socket belongs to another user.
     rustix::fs::chown(
-        &env.writers_dir().join("planted.sock"),
+        env.writers_dir().join("planted.sock"),
         Some(rustix::fs::Uid::from_raw(65534)),
         None,
     )
