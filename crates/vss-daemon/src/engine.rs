@@ -989,8 +989,11 @@ impl Engine {
                     .snapshot_set()
                     .map(|s| s.volumes.iter().map(|v| v.volume.clone()).collect())
                     .unwrap_or_default();
-                let writers: Vec<String> =
-                    d.session.participants().map(|w| w.metadata.writer_name.clone()).collect();
+                let writers: Vec<String> = d
+                    .session
+                    .participants()
+                    .map(|w| w.metadata.writer_name.clone())
+                    .collect();
                 tracing::info!(
                     target: "vss_audit",
                     uid = ctx2.uid,

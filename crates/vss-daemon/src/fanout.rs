@@ -42,10 +42,15 @@ async fn connect_writer(path: &Path) -> Result<Connection, CallError> {
         }
     };
     let owner = std::fs::symlink_metadata(path)
-        .map_err(|e| CallError::Connect { path: path.to_owned(), source: e })?
+        .map_err(|e| CallError::Connect {
+            path: path.to_owned(),
+            source: e,
+        })?
         .uid();
     if !writer_uid_allowed(owner) {
-        return Err(refuse(format!("the socket is owned by uid {owner}, which is not in the writer allow-list")));
+        return Err(refuse(format!(
+            "the socket is owned by uid {owner}, which is not in the writer allow-list"
+        )));
     }
     let mut conn = transport::connect(path).await?;
     let peer = conn
@@ -55,7 +60,9 @@ async fn connect_writer(path: &Path) -> Result<Connection, CallError> {
         .unix_user_id()
         .as_raw();
     if !writer_uid_allowed(peer) {
-        return Err(refuse(format!("the writer process runs as uid {peer}, which is not in the writer allow-list")));
+        return Err(refuse(format!(
+            "the writer process runs as uid {peer}, which is not in the writer allow-list"
+        )));
     }
     Ok(conn)
 }
