@@ -175,6 +175,17 @@ async fn serve_connection(
         let call = match received {
             Ok(Some(c)) => c,
             Ok(None) => break,
+            // A message that is not a varlink call (bad JSON, not an object, no method): the
+            // framing is intact, so answer it and go on.
+            Err(transport::CallError::Malformed(m)) => {
+                let e = VssError::invalid_arg(format!(
+                    "the message is not a varlink call ({m}); send {{\"method\": \"vss.Requester.X\", \"parameters\": {{...}}}}"
+                ));
+                if transport::reply_error(&mut conn, ERROR_VSS, &e).await.is_err() {
+                    break;
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::info!(uid, "requester connection ended: {e}");
                 break;

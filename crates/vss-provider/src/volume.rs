@@ -296,6 +296,15 @@ pub fn resolve_volume_with(path: &str, mounts: &[MountInfo]) -> Result<Volume, V
     }
     let canonical = std::fs::canonicalize(path).map_err(|e| io_error(path, "resolve", &e))?;
     let shown = canonical.display().to_string();
+    // Volumes are named by their real path: no `..`, no symbolic link (one could point to
+    // another filesystem than the name suggests). `//` and a trailing `/` are harmless.
+    let lexical: std::path::PathBuf = Path::new(path).components().collect();
+    if lexical != canonical {
+        return Err(VssError::invalid_arg(format!(
+            "'{path}' is not a real path: it contains '..' or a symbolic link and resolves to \
+             '{shown}'; give that path if it is the volume you mean"
+        )));
+    }
     let meta = std::fs::metadata(&canonical).map_err(|e| io_error(&shown, "stat", &e))?;
     if !meta.is_dir() {
         return Err(VssError::invalid_arg(format!(
