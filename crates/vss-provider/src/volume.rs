@@ -560,13 +560,19 @@ garbage line
     }
 
     #[test]
-    fn symlinks_and_dotdot_are_resolved() {
+    fn symlinks_and_dotdot_are_refused_with_the_real_path() {
+        // A volume is named by its real path: a link could point to another filesystem than
+        // its name suggests (issue 6, bad input).
         let dir = tempfile::tempdir().unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink("/proc", &link).unwrap();
-        let v = resolve_volume(link.to_str().unwrap()).unwrap();
-        assert_eq!(v.path, Path::new("/proc"));
-        let v = resolve_volume("/proc/self/..").unwrap();
-        assert_eq!(v.path, Path::new("/proc"));
+        let e = resolve_volume(link.to_str().unwrap()).unwrap_err();
+        assert_eq!(e.code, vss_model::ErrorCode::InvalidArg);
+        assert!(e.message.contains("'/proc'"), "{}", e.message);
+        let e = resolve_volume("/proc/self/..").unwrap_err();
+        assert_eq!(e.code, vss_model::ErrorCode::InvalidArg);
+        // Harmless spellings of the real path are fine.
+        assert_eq!(resolve_volume("/proc/").unwrap().path, Path::new("/proc"));
+        assert_eq!(resolve_volume("//proc").unwrap().path, Path::new("/proc"));
     }
 }
