@@ -181,7 +181,10 @@ async fn serve_connection(
                 let e = VssError::invalid_arg(format!(
                     "the message is not a varlink call ({m}); send {{\"method\": \"vss.Requester.X\", \"parameters\": {{...}}}}"
                 ));
-                if transport::reply_error(&mut conn, ERROR_VSS, &e).await.is_err() {
+                if transport::reply_error(&mut conn, ERROR_VSS, &e)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 continue;
