@@ -956,6 +956,15 @@ impl Engine {
         Fut: std::future::Future<Output = Result<(), VssError>> + Send + 'static,
     {
         let mut d = ctx.inner.lock().await;
+        if d.ops.len() >= MAX_OPERATIONS_PER_SESSION {
+            return Err(VssError::new(
+                ErrorCode::OutOfMemory,
+                format!(
+                    "this session has started {} operations, the most a session may; open a new session",
+                    d.ops.len()
+                ),
+            ));
+        }
         d.session.begin(kind)?;
         let op = match self.ops.create(kind, ctx.uid) {
             Ok(op) => op,
@@ -1418,6 +1427,9 @@ fn writer_status(w: &WriterRecord) -> WriterStatus {
         failure_message: w.failure_message.clone(),
     }
 }
+
+/// The most asynchronous operations one session may start (GatherWriterStatus can repeat).
+pub const MAX_OPERATIONS_PER_SESSION: usize = 256;
 
 /// The most snapshots one volume may have (vss-model.md §9).
 pub const MAX_SNAPSHOTS_PER_VOLUME: usize = 512;

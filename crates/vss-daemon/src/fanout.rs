@@ -88,8 +88,19 @@ pub fn enumerate(writers_dir: &Path) -> Vec<WriterSocket> {
         .map(|e| WriterSocket { path: e.path() })
         .collect();
     out.sort_by(|a, b| a.path.cmp(&b.path));
+    if out.len() > MAX_WRITERS {
+        tracing::warn!(
+            dir = %writers_dir.display(),
+            sockets = out.len(),
+            "more writer sockets than vssd talks to; the first {MAX_WRITERS} by name are used"
+        );
+        out.truncate(MAX_WRITERS);
+    }
     out
 }
+
+/// The most writer sockets one Identify broadcast reaches.
+pub const MAX_WRITERS: usize = 4096;
 
 /// The result of one writer's Identify.
 #[derive(Debug)]

@@ -27,5 +27,8 @@ pub type Id = uuid::Uuid;
 /// The largest number of volumes in one snapshot set (§9).
 pub const MAX_VOLUMES_PER_SET: usize = 64;
 
+/// The most components one session may include (AddComponent); beyond it `E_OUTOFMEMORY`.
+pub const MAX_COMPONENTS_PER_SESSION: usize = 4096;
+
 /// The default Freeze→Thaw window of a writer (§5.5).
 pub const DEFAULT_FREEZE_TIMEOUT_MS: u64 = 60_000;

@@ -713,6 +713,16 @@ impl Session {
                 anc.full_path()
             )));
         }
+        let included: usize = self.bcd.writers.iter().map(|w| w.components.len()).sum();
+        if included >= crate::MAX_COMPONENTS_PER_SESSION {
+            return Err(VssError::new(
+                ErrorCode::OutOfMemory,
+                format!(
+                    "the session already includes {included} components, the most a session may \
+                     include; select component sets instead of their parts"
+                ),
+            ));
+        }
         let entry = match self
             .bcd
             .writers

@@ -182,3 +182,44 @@ async fn every_bad_input_gets_its_answer_and_changes_nothing() {
     );
     let _ = plain;
 }
+
+/// A session may start at most 256 asynchronous operations (GatherWriterStatus can repeat);
+/// beyond that the call fails with E_OUTOFMEMORY and the session still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_per_session_are_limited() {
+    let Some(mut env) = Env::new() else { return };
+    env.start_vssd(&[]);
+    let mut s = UnixStream::connect(env.socket()).unwrap();
+    assert!(
+        call(&mut s, "InitializeForBackup", json!({}))
+            .get("error")
+            .is_none()
+    );
+    let mut started = 0;
+    let mut refused = None;
+    for method in std::iter::once("GatherWriterMetadata")
+        .chain(std::iter::repeat("GatherWriterStatus"))
+        .take(300)
+    {
+        let v = call(&mut s, method, json!({}));
+        match v["parameters"]["operation"].as_str() {
+            Some(op) => {
+                started += 1;
+                let w = call(&mut s, "Wait", json!({ "operation": op }));
+                assert_eq!(w["parameters"]["code"], "VSS_S_ASYNC_FINISHED", "{w}");
+            }
+            None => {
+                refused = Some(code(&v));
+                break;
+            }
+        }
+    }
+    assert_eq!(started, 256);
+    assert_eq!(refused.as_deref(), Some("E_OUTOFMEMORY"));
+    // Reads still work.
+    assert!(
+        call(&mut s, "GetWriterStatus", json!({}))
+            .get("error")
+            .is_none()
+    );
+}

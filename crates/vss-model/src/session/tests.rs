@@ -866,3 +866,29 @@ fn administration_calls_need_a_backup_session() {
         );
     }
 }
+
+#[test]
+fn components_per_session_are_limited() {
+    let mut s = session_after(&[InitB, State(true, FULL)]);
+    s.begin(OpKind::GatherWriterMetadata).unwrap();
+    let mut w = writer(W1, I1);
+    w.metadata.components = (0..=crate::MAX_COMPONENTS_PER_SESSION)
+        .map(|i| comp("", &format!("c{i}"), true))
+        .collect();
+    s.set_writers(vec![w]);
+    s.finish(OpKind::GatherWriterMetadata, true);
+    let add = |s: &mut Session, i: usize| {
+        s.add_component(
+            Id::from_u128(I1),
+            Id::from_u128(W1),
+            ComponentType::FileGroup,
+            "",
+            &format!("c{i}"),
+        )
+    };
+    for i in 0..crate::MAX_COMPONENTS_PER_SESSION {
+        add(&mut s, i).unwrap();
+    }
+    let e = add(&mut s, crate::MAX_COMPONENTS_PER_SESSION).unwrap_err();
+    assert_eq!(e.code, ErrorCode::OutOfMemory);
+}
