@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use tracing::{error, info, warn};
-use vss_writer::{RuntimeConfig, WriterRuntime};
 
 use crate::config::{DEFAULT_CONFIG, FileConfig, Instance};
 use crate::db::{Db, Target};
@@ -174,45 +173,7 @@ fn main() -> ExitCode {
         }
     }
 
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result: Result<(), String> = rt.block_on(async move {
-        let mut tasks = tokio::task::JoinSet::new();
-        for (name, writer) in writers {
-            let config = RuntimeConfig {
-                writers_dir: writers_dir.clone(),
-                socket_name: format!("{name}.sock"),
-                coordinator_uid,
-            };
-            let runtime = WriterRuntime::bind(config)
-                .await
-                .map_err(|e| format!("instance {name}: {e}"))?;
-            eprintln!("[{name}] listening on {}", runtime.socket_path().display());
-            tasks.spawn(async move {
-                runtime
-                    .run(writer, vss_writer::shutdown_signal())
-                    .await
-                    .map_err(|e| format!("instance {name}: {e}"))
-            });
-        }
-        let mut first_error = None;
-        while let Some(r) = tasks.join_next().await {
-            if let Ok(Err(e)) = r {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    });
-    rt.shutdown_timeout(Duration::from_secs(2));
-    match result {
+    match vss_writer::run_instances_blocking(writers, writers_dir, coordinator_uid) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");

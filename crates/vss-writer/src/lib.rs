@@ -76,7 +76,7 @@ pub mod freeze;
 pub mod runtime;
 mod service;
 
-pub use runtime::{RuntimeConfig, WriterRuntime, shutdown_signal};
+pub use runtime::{RuntimeConfig, WriterRuntime, run_instances_blocking, shutdown_signal};
 
 pub use uuid::Uuid;
 pub use vss_model::wmd::{Dependency, FileSpec, WmdComponent, full_path};

@@ -637,3 +637,46 @@ async fn handle_call<W: Writer>(
         }
     }
 }
+
+/// Serves several instances of one writer program (one socket `<name>.sock` each) on one
+/// multi-thread runtime until SIGINT/SIGTERM; the built-in writers run every instance of their
+/// `/etc/vss/writers.toml` table this way. Returns the first instance's failure.
+pub fn run_instances_blocking<W: Writer>(
+    instances: Vec<(String, Arc<W>)>,
+    writers_dir: PathBuf,
+    coordinator_uid: Option<u32>,
+) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let result = rt.block_on(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, writer) in instances {
+            let config = RuntimeConfig {
+                writers_dir: writers_dir.clone(),
+                socket_name: format!("{name}.sock"),
+                coordinator_uid,
+            };
+            let runtime = WriterRuntime::bind(config)
+                .await
+                .map_err(|e| format!("instance {name}: {e}"))?;
+            eprintln!("[{name}] listening on {}", runtime.socket_path().display());
+            tasks.spawn(async move {
+                runtime
+                    .run(writer, shutdown_signal())
+                    .await
+                    .map_err(|e| format!("instance {name}: {e}"))
+            });
+        }
+        let mut first_error = None;
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(Err(e)) = r {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    });
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
+}
