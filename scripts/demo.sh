@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: build, make a throwaway btrfs volume on a loop device, start
 # vssd and the example writer, back the volume up through the whole VSS sequence, print the
-# writers' statuses, and clean everything up again. Usage: sudo scripts/demo.sh
+# writers' statuses, and clean everything up again. Usage: scripts/demo.sh (as root, or
+# through sudo, which it uses by itself)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "demo.sh needs root (loop devices, mounts)" >&2; exit 1; }
+. scripts/as-root.sh
 scripts/deps.sh
 cargo build --workspace --bins --quiet
 bin=target/debug
