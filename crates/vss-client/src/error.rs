@@ -62,6 +62,7 @@ impl ClientError {
             CallError::Connect { path, source } => ClientError::Connect { path, source },
             CallError::Timeout(d) => ClientError::Io(format!("no reply within {d:?}")),
             CallError::Malformed(s) => ClientError::Protocol(s),
+            e @ CallError::TooLarge => ClientError::Protocol(e.to_string()),
         }
     }
 }

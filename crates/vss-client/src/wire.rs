@@ -20,15 +20,9 @@ use crate::ClientError;
 /// daemon" from "not allowed".
 pub(crate) async fn connect(socket: &Path) -> Result<Connection, ClientError> {
     tracing::debug!(socket = %socket.display(), "connecting to vssd");
-    zlink::tokio::unix::connect(socket)
+    transport::connect(socket)
         .await
-        .map_err(|e| ClientError::Connect {
-            path: socket.to_owned(),
-            source: match e {
-                zlink::Error::Io(io) => io,
-                other => std::io::Error::other(other.to_string()),
-            },
-        })
+        .map_err(ClientError::from_call)
 }
 
 /// Calls `vss.Requester.<method>(params)` and decodes the reply as `R`.

@@ -19,7 +19,6 @@ use vss_client::{
 };
 use vss_protocol::requester::ERROR_VSS;
 use vss_protocol::transport::{self, Connection};
-use zlink::Listener as _;
 
 const SET: &str = "11111111-1111-4111-8111-111111111111";
 const SNAP: &str = "22222222-2222-4222-8222-222222222222";
@@ -72,13 +71,13 @@ impl FakeVssd {
     fn start(script: impl Fn(&str, &Value) -> Answer + Send + Sync + 'static) -> FakeVssd {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("vssd.sock");
-        let mut listener = zlink::tokio::unix::bind(&socket).unwrap();
+        let listener = vss_protocol::transport::Listener::bind(&socket).unwrap();
         let log = Arc::new(Mutex::new(Log::default()));
         let script: Script = Arc::new(script);
         let server_log = Arc::clone(&log);
         tokio::spawn(async move {
             let mut next = 0;
-            while let Ok(Some(conn)) = listener.accept().await {
+            while let Ok(conn) = listener.accept().await {
                 tokio::spawn(serve(
                     conn,
                     next,

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use vss_model::{Id, SnapshotState, VssError, attr};
+use vss_model::{ErrorCode, Id, SnapshotState, VssError, attr};
 
 /// The catalog's format version, kept in `meta`.
 const SCHEMA_VERSION: i64 = 2;
@@ -91,6 +91,17 @@ pub struct Catalog {
 }
 
 fn db_err(e: rusqlite::Error) -> VssError {
+    // A full state directory is the administrator's to fix, and says so; anything else about
+    // the catalog is unexpected.
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        return VssError::new(
+            ErrorCode::InsufficientStorage,
+            format!(
+                "snapshot catalog: the state directory's filesystem is full ({e}); free space \
+                 there (vssd --state-dir, default /var/lib/vss) and retry"
+            ),
+        );
+    }
     VssError::unexpected(format!("snapshot catalog: {e}"))
 }
 

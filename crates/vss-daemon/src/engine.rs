@@ -114,6 +114,7 @@ impl Engine {
         let all: Vec<Arc<dyn Provider>> = vss_provider::builtin_providers(&pconf)
             .into_iter()
             .map(Arc::from)
+            .map(crate::faults::wrap)
             .collect();
         // The configured order, if any: providers left out are not used.
         let providers = match &config.provider_order {
@@ -1062,6 +1063,7 @@ impl Engine {
                 f = fanout::identify_all(&engine.config.writers_dir, engine.config.deadlines.identify) => f,
                 _ = op.cancelled() => return Ok(()),
             };
+            crate::faults::after_event(WriterEvent::Identify);
             let mut records: Vec<WriterRecord> = Vec::new();
             for (sock, r) in found {
                 let socket = sock.path.to_string_lossy().into_owned();
@@ -1150,6 +1152,7 @@ impl Engine {
         }
         let results =
             fanout::broadcast(targets, event, self.config.deadlines.of(event), cancel).await;
+        crate::faults::after_event(event);
         let mut d = ctx.inner.lock().await;
         self.log_writer_results(&d.session, event, &results);
         record_all(&mut d.session, event, results);

@@ -230,6 +230,10 @@ pub fn interpret(
             ErrorCode::WriterErrorNonRetryable,
             format!("malformed reply to {event}: {m}"),
         ))),
+        Err(e @ CallError::TooLarge) => none(EventOutcome::Failed(VssError::new(
+            ErrorCode::WriterErrorNonRetryable,
+            format!("reply to {event}: {e}"),
+        ))),
         Err(e @ (CallError::Io(_) | CallError::Connect { .. })) => {
             none(EventOutcome::NotResponding(format!("{event}: {e}")))
         }

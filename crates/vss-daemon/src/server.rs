@@ -17,7 +17,6 @@ use vss_protocol::{
     requester::{self as rq, ERROR_VSS},
     transport::{self, Connection},
 };
-use zlink::Listener as _;
 
 use crate::config::Config;
 use crate::engine::{Engine, SessionCtx};
@@ -54,13 +53,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let engine = Engine::new(config.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     engine.recover().await;
     // Socket activation: systemd owns the socket (path, mode, group are in vssd.socket).
-    let (mut listener, owns_socket) = match crate::activation::take_listen_fd() {
-        Some(fd) => (zlink::tokio::unix::Listener::try_from(fd)?, false),
+    let (listener, owns_socket) = match crate::activation::take_listen_fd() {
+        Some(fd) => (transport::Listener::from_fd(fd)?, false),
         None => {
             if config.socket.exists() {
                 std::fs::remove_file(&config.socket)?;
             }
-            let listener = zlink::tokio::unix::bind(&config.socket)?;
+            let listener = transport::Listener::bind(&config.socket)?;
             let mode = if config.socket_group.is_some() {
                 0o660
             } else {
@@ -85,11 +84,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             _ = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok(Some(conn)) => {
+                Ok(conn) => {
                     let (engine, stop) = (engine.clone(), stop_rx.clone());
                     connections.spawn(async move { serve_connection(engine, conn, stop).await });
                 }
-                Ok(None) => break,
                 Err(e) => {
                     tracing::error!("accept failed: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -188,6 +186,16 @@ async fn serve_connection(
                     break;
                 }
                 continue;
+            }
+            // The rest of an oversized message was never read: answer, then close.
+            Err(transport::CallError::TooLarge) => {
+                let e = VssError::invalid_arg(format!(
+                    "a message exceeds the limit of {} bytes; the connection is closed. Send smaller calls (a BCD or a component list that large is refused)",
+                    vss_protocol::MAX_MESSAGE_BYTES
+                ));
+                tracing::warn!(uid, "{e}");
+                let _ = transport::reply_error(&mut conn, ERROR_VSS, &e).await;
+                break;
             }
             Err(e) => {
                 tracing::info!(uid, "requester connection ended: {e}");

@@ -487,6 +487,7 @@ async fn record(
     event: WriterEvent,
     results: Vec<(Id, Delivered)>,
 ) {
+    crate::faults::after_event(event);
     engine
         .with_session(ctx, |s| {
             engine.log_writer_results(s, event, &results);
@@ -691,8 +692,27 @@ async fn abort(
     for v in vols {
         let id = v.request.snapshot_id;
         let (p, r, c) = (v.provider.clone(), v.request, v.committed);
-        let _ = tokio::task::spawn_blocking(move || p.abort(&r, c.as_ref())).await;
-        let _ = engine.catalog_handle().remove(id);
+        // A provider's abort is best effort. If it could not delete a committed snapshot, the
+        // snapshot's catalog row (not CREATED, so invisible to Query) stays: the next start's
+        // recovery deletes it, instead of it being left on the volume with nothing that knows
+        // of it.
+        let was_committed = c.is_some();
+        let aborted = tokio::task::spawn_blocking(move || p.abort(&r, c.as_ref()))
+            .await
+            .unwrap_or_else(|e| Err(VssError::unexpected(format!("provider abort: {e}"))));
+        match aborted {
+            Err(e) if was_committed => tracing::warn!(
+                snapshot = %id,
+                "the provider could not delete the aborted snapshot ({e}); vssd deletes it at its next start"
+            ),
+            Err(e) => {
+                tracing::warn!(snapshot = %id, "the provider's abort failed: {e}");
+                let _ = engine.catalog_handle().remove(id);
+            }
+            Ok(()) => {
+                let _ = engine.catalog_handle().remove(id);
+            }
+        }
     }
     engine
         .deliver(ctx, WriterEvent::Abort, fanout::never())

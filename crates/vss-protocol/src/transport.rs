@@ -2,9 +2,15 @@
 //! read its reply as raw JSON, read a call, send a reply or an error.
 //!
 //! Everything is decoded in two steps (see [`crate::RawCall`]) so that a peer's bad message is a
-//! VSS error, not a torn-down connection. Every read here refuses messages larger than
-//! [`crate::MAX_MESSAGE_BYTES`] (zlink's own cap is far larger).
+//! VSS error, not a torn-down connection.
+//!
+//! Every connection made here ([`connect`], [`Listener::accept`], [`from_stream`]) reads through
+//! [`Limited`], which counts the bytes of the message being received as they arrive and fails the
+//! read as soon as one passes [`crate::MAX_MESSAGE_BYTES`]: a peer can make us buffer at most
+//! 4 MiB, not zlink's own 100 MB cap. The rest of such a message is never read, so the
+//! connection cannot go on: the receiver answers [`CallError::TooLarge`] and closes it.
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,8 +20,127 @@ use zlink::{Call, Reply};
 
 use crate::{Decoded, ErrorReply, RawCall, RawReply, WireError};
 
-/// A varlink connection over a Unix stream socket.
-pub type Connection = zlink::tokio::unix::Connection;
+/// A varlink connection over a Unix stream socket, reading through [`Limited`].
+pub type Connection = zlink::Connection<Limited>;
+
+type Stream = zlink::tokio::unix::Stream;
+type StreamRead = <Stream as zlink::connection::Socket>::ReadHalf;
+
+/// A Unix stream socket whose read half refuses a message longer than
+/// [`crate::MAX_MESSAGE_BYTES`] while it arrives (see the module documentation).
+#[derive(Debug)]
+pub struct Limited(Stream);
+
+impl zlink::connection::Socket for Limited {
+    type ReadHalf = LimitedRead;
+    type WriteHalf = <Stream as zlink::connection::Socket>::WriteHalf;
+    const CAN_TRANSFER_FDS: bool = true;
+
+    fn split(self) -> (Self::ReadHalf, Self::WriteHalf) {
+        let (read, write) = self.0.split();
+        (
+            LimitedRead {
+                inner: read,
+                pending: 0,
+                limit: crate::MAX_MESSAGE_BYTES,
+            },
+            write,
+        )
+    }
+}
+
+/// The read half of [`Limited`].
+#[derive(Debug)]
+pub struct LimitedRead {
+    inner: StreamRead,
+    /// Bytes of the message in progress (since the last NUL terminator).
+    pending: usize,
+    limit: usize,
+}
+
+/// The error a [`LimitedRead`] fails with (inside an `io::Error`), recognised by
+/// [`receive_call`] and [`call`].
+#[derive(Debug, thiserror::Error)]
+#[error("a message exceeds the limit of {limit} bytes")]
+struct MessageTooLarge {
+    limit: usize,
+}
+
+impl LimitedRead {
+    /// Accounts for `data` just read; `false` when the message in progress passed the limit.
+    fn account(&mut self, data: &[u8]) -> bool {
+        for (i, segment) in data.split(|b| *b == 0).enumerate() {
+            // Every segment after the first starts a new message.
+            if i > 0 {
+                self.pending = 0;
+            }
+            self.pending += segment.len();
+            if self.pending > self.limit {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl zlink::connection::socket::ReadHalf for LimitedRead {
+    async fn read(
+        &mut self,
+        buf: &mut [u8],
+    ) -> zlink::Result<zlink::connection::socket::ReadResult> {
+        let r = self.inner.read(buf).await?;
+        if !self.account(&buf[..r.bytes_read()]) {
+            return Err(zlink::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                MessageTooLarge { limit: self.limit },
+            )));
+        }
+        Ok(r)
+    }
+}
+
+impl AsFd for LimitedRead {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
+// Peer credentials (SO_PEERCRED) are read through the read half's descriptor.
+impl zlink::connection::socket::UnixSocket for LimitedRead {}
+
+/// A connection over an already connected Unix stream.
+pub fn from_stream(stream: tokio::net::UnixStream) -> Result<Connection, CallError> {
+    let stream = Stream::try_from(stream).map_err(io)?;
+    Ok(Connection::new(Limited(stream)))
+}
+
+/// A listening Unix socket whose connections read through [`Limited`].
+#[derive(Debug)]
+pub struct Listener(tokio::net::UnixListener);
+
+impl Listener {
+    /// Binds `path` (which must not exist).
+    pub fn bind(path: &Path) -> std::io::Result<Listener> {
+        tokio::net::UnixListener::bind(path).map(Listener)
+    }
+
+    /// Takes over a listening socket (socket activation).
+    pub fn from_fd(fd: OwnedFd) -> std::io::Result<Listener> {
+        let std = std::os::unix::net::UnixListener::from(fd);
+        std.set_nonblocking(true)?;
+        tokio::net::UnixListener::from_std(std).map(Listener)
+    }
+
+    /// The next connection.
+    pub async fn accept(&self) -> Result<Connection, CallError> {
+        let (stream, _) = self
+            .0
+            .accept()
+            .await
+            .map_err(|e| CallError::Io(format!("accept: {e}")))?;
+        from_stream(stream)
+    }
+}
 
 /// Why a call to a peer did not produce a reply.
 #[derive(Debug, thiserror::Error)]
@@ -38,15 +163,16 @@ pub enum CallError {
     /// The peer sent something that is not a valid reply for this method.
     #[error("malformed reply: {0}")]
     Malformed(String),
+    /// The peer's message passed [`crate::MAX_MESSAGE_BYTES`] before its end; the rest of it
+    /// was not read, so the connection cannot be used for reading any more.
+    #[error("a message exceeds the limit of {} bytes", crate::MAX_MESSAGE_BYTES)]
+    TooLarge,
 }
 
 /// Connects to a varlink socket.
 pub async fn connect(path: &Path) -> Result<Connection, CallError> {
     match tokio::net::UnixStream::connect(path).await {
-        Ok(stream) => {
-            let stream = zlink::tokio::unix::Stream::try_from(stream).map_err(io)?;
-            Ok(Connection::new(stream))
-        }
+        Ok(stream) => from_stream(stream),
         Err(source) => Err(CallError::Connect {
             path: path.to_owned(),
             source,
@@ -94,16 +220,6 @@ pub async fn call<P: Serialize, R: DeserializeOwned>(
             continues: None,
         },
     };
-    let size = raw
-        .parameters
-        .as_ref()
-        .map(|p| p.to_string().len())
-        .unwrap_or(0);
-    if size > crate::MAX_MESSAGE_BYTES {
-        return Err(CallError::Malformed(format!(
-            "reply of {size} bytes exceeds the limit"
-        )));
-    }
     raw.decode::<R>()
         .map_err(|e| CallError::Malformed(format!("{method}: {e}")))
 }
@@ -125,20 +241,8 @@ pub async fn call_with_timeout<P: Serialize, R: DeserializeOwned>(
 /// not a varlink call is an error.
 pub async fn receive_call(conn: &mut Connection) -> Result<Option<RawCall>, CallError> {
     match conn.receive_call::<RawCall>().await {
-        Ok((call, _fds)) => {
-            let raw = call.method().clone();
-            let size = raw
-                .parameters
-                .as_ref()
-                .map(|p| p.to_string().len())
-                .unwrap_or(0);
-            if size > crate::MAX_MESSAGE_BYTES {
-                return Err(CallError::Malformed(format!(
-                    "call of {size} bytes exceeds the limit"
-                )));
-            }
-            Ok(Some(raw))
-        }
+        // The size was bounded while the message arrived (see `Limited`).
+        Ok((call, _fds)) => Ok(Some(call.method().clone())),
         Err(zlink::Error::UnexpectedEof) => Ok(None),
         Err(zlink::Error::Io(e)) if is_disconnect(&e) => Ok(None),
         Err(zlink::Error::Json(e)) => Err(CallError::Malformed(e.to_string())),
@@ -265,5 +369,122 @@ fn is_disconnect(e: &std::io::Error) -> bool {
 }
 
 fn io(e: zlink::Error) -> CallError {
+    if let zlink::Error::Io(io) = &e
+        && io
+            .get_ref()
+            .is_some_and(|inner| inner.is::<MessageTooLarge>())
+    {
+        return CallError::TooLarge;
+    }
     CallError::Io(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// The accounting itself, on a socket pair's read half.
+    #[tokio::test]
+    async fn the_limit_counts_bytes_since_the_last_terminator() {
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let stream = Stream::try_from(a).unwrap();
+        let (inner, _w) = zlink::connection::Socket::split(stream);
+        let mut r = LimitedRead {
+            inner,
+            pending: 0,
+            limit: 10,
+        };
+        for (chunk, ok) in [
+            (&b"0123456789"[..], true), // exactly the limit
+            (b"\0", true),              // ends it
+            (b"01234\0", true),
+            (b"0123456789\0012345", true), // a full message, then 6 bytes of the next
+            (b"6789", true),               // 10
+            (b"X", false),                 // 11: over
+        ] {
+            assert_eq!(r.account(chunk), ok, "{chunk:?}");
+        }
+    }
+
+    /// A peer streaming a message with no end is cut off once it passes the limit: the reader
+    /// gets `TooLarge` having buffered no more than about the limit, while the peer is still
+    /// writing.
+    #[tokio::test]
+    async fn an_endless_message_is_refused_at_the_limit() {
+        let (ours, peer) = tokio::net::UnixStream::pair().unwrap();
+        let mut conn = from_stream(ours).unwrap();
+        let writer = tokio::spawn(async move {
+            let (_r, mut w) = peer.into_split();
+            let chunk = vec![b' '; 64 * 1024];
+            let mut sent = 0usize;
+            // 64 MiB of whitespace, never a NUL: far more than the limit.
+            while sent < 64 << 20 {
+                if w.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                sent += chunk.len();
+            }
+            sent
+        });
+        // Without the limit zlink would buffer all 64 MiB and go on waiting for the end.
+        let r = tokio::time::timeout(Duration::from_secs(30), receive_call(&mut conn))
+            .await
+            .expect("the reader gave up at the limit, not waiting for the end");
+        assert!(matches!(r, Err(CallError::TooLarge)), "{r:?}");
+        drop(conn);
+        let sent = writer.await.unwrap();
+        assert!(
+            sent < 16 << 20,
+            "the peer could write {sent} bytes before the connection closed"
+        );
+    }
+
+    /// A call just under the limit still goes through, and the next one too.
+    #[tokio::test]
+    async fn a_large_call_under_the_limit_is_read() {
+        let (ours, peer) = tokio::net::UnixStream::pair().unwrap();
+        let mut conn = from_stream(ours).unwrap();
+        let big = "x".repeat(crate::MAX_MESSAGE_BYTES - 1024);
+        let msg = format!(
+            "{{\"method\":\"vss.Requester.SetContext\",\"parameters\":{{\"pad\":\"{big}\"}}}}\0{{\"method\":\"vss.Requester.X\"}}\0"
+        );
+        let writer = tokio::spawn(async move {
+            let (_r, mut w) = peer.into_split();
+            w.write_all(msg.as_bytes()).await.unwrap();
+            w
+        });
+        let first = receive_call(&mut conn).await.unwrap().unwrap();
+        assert_eq!(first.method, "vss.Requester.SetContext");
+        let second = receive_call(&mut conn).await.unwrap().unwrap();
+        assert_eq!(second.method, "vss.Requester.X");
+        drop(writer.await.unwrap());
+    }
+
+    /// The caller's side too: a peer (a writer, for vssd) replying without end makes the call
+    /// fail with `TooLarge` instead of buffering the reply.
+    #[tokio::test]
+    async fn an_endless_reply_fails_the_call() {
+        let (ours, peer) = tokio::net::UnixStream::pair().unwrap();
+        let mut conn = from_stream(ours).unwrap();
+        let peer = tokio::spawn(async move {
+            let (_r, mut w) = peer.into_split();
+            let _ = w.write_all(b"{\"parameters\":{\"x\":\"").await;
+            let chunk = vec![b'y'; 64 * 1024];
+            for _ in 0..1024 {
+                if w.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let r = tokio::time::timeout(
+            Duration::from_secs(30),
+            call::<_, serde_json::Value>(&mut conn, "vss.Writer.Identify", &serde_json::json!({})),
+        )
+        .await
+        .expect("the call gave up at the limit");
+        assert!(matches!(r, Err(CallError::TooLarge)), "{r:?}");
+        drop(conn);
+        peer.await.unwrap();
+    }
 }

@@ -780,18 +780,13 @@ impl Provider for BtrfsProvider {
         })
     }
 
-    fn abort(&self, request: &SnapshotRequest, committed: Option<&CommittedSnapshot>) {
+    fn abort(
+        &self,
+        _request: &SnapshotRequest,
+        committed: Option<&CommittedSnapshot>,
+    ) -> Result<(), VssError> {
         // begin_prepare leaves only shared infrastructure (`.vss`, a private mount) behind.
-        if let Some(snapshot) = committed
-            && let Err(e) = self.delete(snapshot)
-        {
-            tracing::warn!(
-                snapshot_id = %request.snapshot_id,
-                locator = %snapshot.locator,
-                error = %e,
-                "abort could not delete the btrfs snapshot"
-            );
-        }
+        committed.map_or(Ok(()), |snapshot| self.delete(snapshot))
     }
 
     fn delete(&self, snapshot: &CommittedSnapshot) -> Result<(), VssError> {

@@ -404,12 +404,12 @@ impl Provider for ExecProvider {
         })
     }
 
-    fn abort(&self, request: &SnapshotRequest, committed: Option<&CommittedSnapshot>) {
-        if let Some(snapshot) = committed
-            && let Err(e) = self.delete(snapshot)
-        {
-            tracing::warn!(snapshot_id = %request.snapshot_id, error = %e, "exec abort could not delete the snapshot");
-        }
+    fn abort(
+        &self,
+        _request: &SnapshotRequest,
+        committed: Option<&CommittedSnapshot>,
+    ) -> Result<(), VssError> {
+        committed.map_or(Ok(()), |snapshot| self.delete(snapshot))
     }
 
     fn delete(&self, snapshot: &CommittedSnapshot) -> Result<(), VssError> {

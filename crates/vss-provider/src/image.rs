@@ -597,13 +597,13 @@ impl Provider for ImageProvider {
         })
     }
 
-    fn abort(&self, request: &SnapshotRequest, committed: Option<&CommittedSnapshot>) {
+    fn abort(
+        &self,
+        _request: &SnapshotRequest,
+        committed: Option<&CommittedSnapshot>,
+    ) -> Result<(), VssError> {
         // begin_prepare creates nothing; a failed commit removes its own clone.
-        if let Some(snapshot) = committed
-            && let Err(e) = self.delete(snapshot)
-        {
-            tracing::warn!(snapshot_id = %request.snapshot_id, error = %e, "image abort could not delete the clone");
-        }
+        committed.map_or(Ok(()), |snapshot| self.delete(snapshot))
     }
 
     fn delete(&self, snapshot: &CommittedSnapshot) -> Result<(), VssError> {

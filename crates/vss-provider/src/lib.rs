@@ -136,8 +136,13 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     }
 
     /// AbortSnapshots for one volume: undo `begin_prepare` and, if it was committed, delete the
-    /// snapshot. Best effort; failures are logged, not returned.
-    fn abort(&self, request: &SnapshotRequest, committed: Option<&CommittedSnapshot>);
+    /// snapshot. Best effort: it undoes what it can; an error says something may be left behind
+    /// (vssd then keeps a committed snapshot's catalog row, so that its next start deletes it).
+    fn abort(
+        &self,
+        request: &SnapshotRequest,
+        committed: Option<&CommittedSnapshot>,
+    ) -> Result<(), VssError>;
 
     /// Deletes a committed snapshot. Deleting one that is already gone is success.
     fn delete(&self, snapshot: &CommittedSnapshot) -> Result<(), VssError>;

@@ -818,15 +818,16 @@ impl Provider for ReflinkProvider {
         })
     }
 
-    fn abort(&self, request: &SnapshotRequest, committed: Option<&CommittedSnapshot>) {
-        let result = match committed {
+    fn abort(
+        &self,
+        request: &SnapshotRequest,
+        committed: Option<&CommittedSnapshot>,
+    ) -> Result<(), VssError> {
+        match committed {
             Some(snapshot) => self.delete(snapshot),
             None => self.store_path(&request.volume).and_then(|store| {
                 self.delete_in(&store, &request.snapshot_id.hyphenated().to_string())
             }),
-        };
-        if let Err(e) = result {
-            tracing::warn!(snapshot_id = %request.snapshot_id, error = %e, "reflink abort could not clean up");
         }
     }
 

@@ -309,14 +309,14 @@ fn abort_after_commit_deletes_snapshot() {
     // The same snapshot id cannot be prepared twice.
     let err = p.begin_prepare(&req).unwrap_err();
     assert_eq!(err.code, ErrorCode::ObjectAlreadyExists, "{err}");
-    p.abort(&req, Some(&snap));
+    p.abort(&req, Some(&snap)).expect("abort");
     assert!(std::fs::symlink_metadata(&snap.snapshot_path).is_err());
     assert!(!subvolume_list(fs.path()).contains(&snap.snapshot_id.to_string()));
     assert!(!p.exists(&snap).unwrap());
 
     let req = request(&volume);
     p.begin_prepare(&req).unwrap();
-    p.abort(&req, None);
+    p.abort(&req, None).expect("abort");
     assert!(p.list_snapshot_dirs(&volume).unwrap().is_empty());
 }
 

@@ -157,7 +157,7 @@ fn create_delete_expose_break() {
 
     // Abort after commit deletes through the command too.
     std::fs::remove_file(script.dir.path().join("delete.env")).unwrap();
-    p.abort(&req, Some(&snap));
+    p.abort(&req, Some(&snap)).expect("abort");
     assert!(script.ran("delete"));
 }
 

@@ -181,7 +181,7 @@ fn xfs_mount_point_life_cycle_excludes_the_store() {
     let err = p.begin_prepare(&r1).unwrap_err();
     assert_eq!(err.code, ErrorCode::ObjectAlreadyExists, "{err}");
     // Abort after commit deletes.
-    p.abort(&r1, Some(&s1.snapshot));
+    p.abort(&r1, Some(&s1.snapshot)).expect("abort");
     assert!(!s1.snapshot.snapshot_path.exists());
     drop(s2);
     assert!(p.query(&volume).unwrap().is_empty());
@@ -356,7 +356,7 @@ fn unsupported_volumes() {
     let inside = resolve_volume(xfs.path().join(".vss-reflink").to_str().unwrap()).unwrap();
     assert!(!p.is_volume_supported(&inside), "the store is no volume");
     // Abort before commit leaves no tree.
-    p.abort(&req, None);
+    p.abort(&req, None).expect("abort");
     assert_eq!(
         std::fs::read_dir(xfs.path().join(".vss-reflink"))
             .unwrap()

@@ -223,3 +223,69 @@ async fn operations_per_session_are_limited() {
             .is_none()
     );
 }
+
+/// vssd's resident memory in KiB (VmRSS).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A message larger than 4 MiB is refused while it arrives: vssd reads about 4 MiB of it,
+/// answers E_INVALIDARG and closes the connection, so the sender cannot push the rest (64 MiB
+/// here) and vssd's memory does not grow by it. Other connections are served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_4_mib_is_refused_as_it_arrives() {
+    let Some(mut env) = Env::new() else { return };
+    env.start_vssd(&[]);
+    let pid = env.vssd.as_ref().unwrap().pid();
+    let before = rss_kib(pid);
+    let mut s = UnixStream::connect(env.socket()).unwrap();
+    s.set_write_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    // A call whose parameters never end: 64 MiB of a JSON string.
+    let mut sent = 0usize;
+    let mut refused = None;
+    let head = br#"{"method":"vss.Requester.InitializeForBackup","parameters":{"bcd":""#;
+    s.write_all(head).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    while sent < 64 << 20 {
+        if let Err(e) = s.write_all(&chunk) {
+            refused = Some(e);
+            break;
+        }
+        sent += chunk.len();
+    }
+    let e = refused.expect("vssd took 64 MiB of one message");
+    assert!(sent < 16 << 20, "vssd read {sent} bytes of one message");
+    eprintln!("the sender was cut off after {sent} bytes: {e}");
+    // The answer vssd sent before closing.
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let reply: Value = serde_json::from_slice(buf.split(|b| *b == 0).next().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&buf)));
+    assert_eq!(code(&reply), "E_INVALIDARG", "{reply}");
+    assert!(
+        reply["parameters"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds the limit of 4194304 bytes"),
+        "{reply}"
+    );
+    let after = rss_kib(pid);
+    eprintln!("vssd RSS {before} KiB before, {after} KiB after");
+    assert!(
+        after < before + 32 * 1024,
+        "vssd's memory grew from {before} to {after} KiB"
+    );
+    // vssd goes on serving.
+    let mut s = UnixStream::connect(env.socket()).unwrap();
+    assert!(
+        call(&mut s, "InitializeForBackup", json!({}))
+            .get("error")
+            .is_none()
+    );
+}

@@ -78,16 +78,6 @@ fn journal_entries(env: &Env) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn clones_next_to(backing: &Path) -> Vec<PathBuf> {
-    let prefix = format!("{}.vss-", backing.file_name().unwrap().to_string_lossy());
-    std::fs::read_dir(backing.parent().unwrap())
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| e.path())
-        .collect()
-}
-
 /// The failure of a DoSnapshotSet that did not complete.
 async fn do_snapshot_set_fails(bc: &mut vss_client::BackupComponents) -> vss_client::VssError {
     match bc

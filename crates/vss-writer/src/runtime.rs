@@ -26,7 +26,6 @@ use vss_protocol::writer::{
     EventParams, IdentifyReply,
 };
 use vss_protocol::{Empty, RawCall};
-use zlink::Listener as _;
 
 use crate::Writer;
 use crate::access::peer_allowed;
@@ -84,7 +83,7 @@ impl RuntimeConfig {
 /// process has replaced it meanwhile.
 #[derive(Debug)]
 pub struct WriterRuntime {
-    listener: zlink::tokio::unix::Listener,
+    listener: transport::Listener,
     socket: SocketFile,
     coordinator_uid: Option<u32>,
 }
@@ -137,8 +136,7 @@ impl WriterRuntime {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let listener = zlink::tokio::unix::bind(&path).map_err(|e| {
-            let e = zlink_to_io(e);
+        let listener = transport::Listener::bind(&path).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
         })?;
         let socket = SocketFile::new(path)?;
@@ -158,7 +156,7 @@ impl WriterRuntime {
     /// Serves `writer` until `shutdown` completes, then aborts the writer if it is still frozen
     /// and removes the socket.
     pub async fn run<W: Writer>(
-        mut self,
+        self,
         writer: Arc<W>,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
@@ -177,11 +175,10 @@ impl WriterRuntime {
                 () = &mut shutdown => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 accepted = self.listener.accept() => match accepted {
-                    Ok(Some(conn)) => {
+                    Ok(conn) => {
                         next_conn += 1;
                         tasks.spawn(serve_connection(Arc::clone(&shared), conn, next_conn, coordinator_uid));
                     }
-                    Ok(None) => break,
                     Err(e) => {
                         warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -285,13 +282,6 @@ impl Drop for SocketFile {
         {
             warn!(socket = %self.path.display(), error = %e, "cannot remove the socket");
         }
-    }
-}
-
-fn zlink_to_io(e: zlink::Error) -> io::Error {
-    match e {
-        zlink::Error::Io(e) => e,
-        other => io::Error::other(other.to_string()),
     }
 }
 

@@ -33,8 +33,8 @@ use vss_client::{BackupType, ClientError, SnapshotContext};
         {\"step\":\"prepare\",\"operation\":ID}\n  {\"step\":\"snapshot\",\"snapshotSetId\":\"...\",\"snapshotId\":\"...\",\"snapshotPath\":\"...\",\"operation\":ID}\n  \
         {\"step\":\"complete\",\"operation\":ID}\n  {\"step\":\"status\",\"writers\":[{\"name\":...,\"state\":...,\"failure\":...}]}\n\
         ID is the id of the step's asynchronous operation (for QueryStatus from another \
-        connection: it stays known to vssd until the session has been released). A failing step prints {\"step\":\"error\",\"at\":STEP,\"code\":NAME|null,\"message\":...} and the program \
-        exits with status 1.\n\n\
+        connection: it stays known to vssd until the session has been released). A failing step prints {\"step\":\"error\",\"at\":STEP,\"code\":NAME|null,\"message\":...,\"writers\":[...]} \
+        (writers: GatherWriterStatus's answer, when the session still gives one) and the program exits with status 1.\n\n\
         --stop-after STEP prints STEP's line, then sleeps forever holding the session open (kill it to \
         end the session): `--stop-after snapshot` leaves a session that made its snapshot, `--stop-after \
         start` one that holds the host-wide snapshot-set lock."
@@ -147,11 +147,23 @@ fn run_op(started: Result<Async, ClientError>) -> Result<String, ClientError> {
     Ok(id)
 }
 
-fn run(args: &Args) -> Result<(), (Step, ClientError)> {
+/// The writers' statuses as JSON (GatherWriterStatus, then GetWriterStatus).
+fn writer_status(bc: &mut BackupComponents) -> Result<Vec<Value>, ClientError> {
+    run_op(bc.gather_writer_status())?;
+    Ok(bc
+        .get_writer_status()?
+        .iter()
+        .map(|s| json!({ "name": s.writer_name, "state": s.state_name, "failure": s.failure_name }))
+        .collect())
+}
+
+/// Runs the sequence on the session in `slot` (left there, so that a failure can still ask for
+/// the writers' statuses).
+fn run(args: &Args, slot: &mut Option<BackupComponents>) -> Result<(), (Step, ClientError)> {
     let r = Runner {
         stop_after: args.stop_after,
     };
-    let mut bc = BackupComponents::connect(&args.socket).map_err(failed(Step::Connect))?;
+    let bc = slot.insert(BackupComponents::connect(&args.socket).map_err(failed(Step::Connect))?);
     r.reached(Step::Connect, json!({}));
 
     bc.initialize_for_backup(None)
@@ -220,27 +232,30 @@ fn run(args: &Args) -> Result<(), (Step, ClientError)> {
     let op = run_op(bc.backup_complete()).map_err(failed(Step::Complete))?;
     r.reached(Step::Complete, json!({ "operation": op }));
 
-    run_op(bc.gather_writer_status()).map_err(failed(Step::Status))?;
-    let status = bc.get_writer_status().map_err(failed(Step::Status))?;
-    let status: Vec<Value> = status
-        .iter()
-        .map(|s| json!({ "name": s.writer_name, "state": s.state_name, "failure": s.failure_name }))
-        .collect();
+    let status = writer_status(bc).map_err(failed(Step::Status))?;
     r.reached(Step::Status, json!({ "writers": status }));
     Ok(())
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    match run(&args) {
+    let mut session = None;
+    match run(&args, &mut session) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err((step, e)) => {
-            emit(json!({
+            let mut line = json!({
                 "step": "error",
                 "at": step.name(),
                 "code": e.code().map(|c| c.name()),
                 "message": e.to_string(),
-            }));
+            });
+            // Where the session still answers, what became of the writers.
+            if step != Step::Status
+                && let Some(Ok(writers)) = session.as_mut().map(writer_status)
+            {
+                line["writers"] = Value::Array(writers);
+            }
+            emit(line);
             std::process::ExitCode::FAILURE
         }
     }

@@ -94,6 +94,11 @@ struct Args {
     #[arg(long, value_name = "EVENT", value_parser = parse_event)]
     exit_at: Vec<Event>,
 
+    /// At EVENT, kill itself with SIGKILL without replying (a crash: no exit handlers, no
+    /// unwinding). Repeatable.
+    #[arg(long, value_name = "EVENT", value_parser = parse_event)]
+    kill_at: Vec<Event>,
+
     /// On Freeze, write "freeze" to PATH and fsync it before answering.
     #[arg(long, value_name = "PATH")]
     write_on_freeze: Option<PathBuf>,
@@ -218,6 +223,7 @@ struct TestWriter {
     hang_at: Vec<Event>,
     fail_at: Vec<(Event, ErrorCode)>,
     exit_at: Vec<Event>,
+    kill_at: Vec<Event>,
     write_on_freeze: Option<PathBuf>,
     write_on_thaw: Option<PathBuf>,
     backup_stamp: Option<String>,
@@ -384,6 +390,16 @@ impl TestWriter {
                 event.name()
             );
             std::process::exit(9);
+        }
+        if self.kill_at.contains(&event) {
+            eprintln!(
+                "vss-test-writer: killing itself at {} as asked (--kill-at)",
+                event.name()
+            );
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::KILL,
+            );
         }
         if self.hang_at.contains(&event) {
             eprintln!(
@@ -590,6 +606,7 @@ fn main() -> std::process::ExitCode {
         hang_at: args.hang_at,
         fail_at: args.fail_at,
         exit_at: args.exit_at,
+        kill_at: args.kill_at,
         write_on_freeze: args.write_on_freeze,
         write_on_thaw: args.write_on_thaw,
         backup_stamp: args.backup_stamp,

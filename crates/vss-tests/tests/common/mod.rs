@@ -353,6 +353,21 @@ impl RequesterChild {
     pub fn kill(&mut self) {
         self.guard.kill();
     }
+
+    /// The next line it prints, within `t`: `Err(true)` when its output ended (it exited),
+    /// `Err(false)` on timeout.
+    pub fn next_line(&mut self, t: Duration) -> Result<serde_json::Value, bool> {
+        match self.lines.recv_timeout(t) {
+            Ok(line) => {
+                let v: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("vss-test-requester printed {line}: {e}"));
+                self.seen.push(v.clone());
+                Ok(v)
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(true),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(false),
+        }
+    }
 }
 
 /// A requester session prepared for DoSnapshotSet: InitializeForBackup, SetBackupState(FULL),
@@ -460,6 +475,27 @@ pub fn vss_snapshots(top: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// The image provider's clones of the image `backing` (files `<name>.vss-*` beside it).
+pub fn clones_next_to(backing: &Path) -> Vec<PathBuf> {
+    let prefix = format!("{}.vss-", backing.file_name().unwrap().to_string_lossy());
+    std::fs::read_dir(backing.parent().unwrap())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Mount points (from this process's mountinfo) at or below `dir`.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(dir))
+        .collect()
 }
 
 /// The events in a log that several writers share: `(event, pid)` of every line that parses.
@@ -712,28 +748,23 @@ pub fn processes_with(needles: &[&str]) -> Vec<(u32, String)> {
     found
 }
 
-/// The catalog's rows as (snapshot id, state), read with the `sqlite3` tool (also rows Query
-/// does not show: PREPARING, COMMITTED). `None` when `sqlite3` is not installed.
+/// The catalog's rows as (snapshot id, state), also those Query does not show (PREPARING,
+/// COMMITTED), read straight from the SQLite file (read-only; vssd may have it open). Always
+/// `Some` (it was `None` when this needed the `sqlite3` tool).
 pub fn catalog_rows(state_dir: &Path) -> Option<Vec<(String, String)>> {
-    if !vss_test_support::have_tool("sqlite3") {
-        eprintln!("note: no sqlite3 tool; the catalog's hidden rows are not checked");
-        return None;
-    }
     let db = state_dir.join("catalog.sqlite");
-    let out = vss_test_support::run(
-        "sqlite3",
-        [
-            db.as_os_str(),
-            std::ffi::OsStr::new("SELECT snapshot_id || '|' || state FROM snapshots"),
-        ],
-    )
-    .unwrap_or_else(|e| panic!("reading the catalog: {e}"));
-    Some(
-        out.lines()
-            .filter_map(|l| l.split_once('|'))
-            .map(|(a, b)| (a.to_owned(), b.to_owned()))
-            .collect(),
-    )
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("opening the catalog {}: {e}", db.display()));
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT snapshot_id, state FROM snapshots ORDER BY snapshot_id")
+        .unwrap_or_else(|e| panic!("reading the catalog: {e}"));
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .unwrap_or_else(|e| panic!("reading the catalog: {e}"));
+    Some(rows)
 }
 
 /// A fresh connection to vssd with InitializeForBackup done (for calls the client library does
