@@ -23,28 +23,26 @@ use crate::{Decoded, ErrorReply, RawCall, RawReply, WireError};
 /// A varlink connection over a Unix stream socket, reading through [`Limited`].
 pub type Connection = zlink::Connection<Limited>;
 
-type Stream = zlink::tokio::unix::Stream;
-type StreamRead = <Stream as zlink::connection::Socket>::ReadHalf;
-
-/// A Unix stream socket whose read half refuses a message longer than
-/// [`crate::MAX_MESSAGE_BYTES`] while it arrives (see the module documentation).
+/// A Unix stream socket for zlink whose read half refuses a message longer than
+/// [`crate::MAX_MESSAGE_BYTES`] while it arrives, and whose write half can also send a whole
+/// message serialized beforehand (see [`send_message`]). It passes no file descriptors: none of
+/// our interfaces uses them.
 #[derive(Debug)]
-pub struct Limited(Stream);
+pub struct Limited(tokio::net::UnixStream);
 
 impl zlink::connection::Socket for Limited {
     type ReadHalf = LimitedRead;
-    type WriteHalf = <Stream as zlink::connection::Socket>::WriteHalf;
-    const CAN_TRANSFER_FDS: bool = true;
+    type WriteHalf = PlainWrite;
 
     fn split(self) -> (Self::ReadHalf, Self::WriteHalf) {
-        let (read, write) = self.0.split();
+        let (read, write) = self.0.into_split();
         (
             LimitedRead {
                 inner: read,
                 pending: 0,
                 limit: crate::MAX_MESSAGE_BYTES,
             },
-            write,
+            PlainWrite(write),
         )
     }
 }
@@ -52,7 +50,7 @@ impl zlink::connection::Socket for Limited {
 /// The read half of [`Limited`].
 #[derive(Debug)]
 pub struct LimitedRead {
-    inner: StreamRead,
+    inner: tokio::net::unix::OwnedReadHalf,
     /// Bytes of the message in progress (since the last NUL terminator).
     pending: usize,
     limit: usize,
@@ -88,29 +86,83 @@ impl zlink::connection::socket::ReadHalf for LimitedRead {
         &mut self,
         buf: &mut [u8],
     ) -> zlink::Result<zlink::connection::socket::ReadResult> {
-        let r = self.inner.read(buf).await?;
-        if !self.account(&buf[..r.bytes_read()]) {
+        use tokio::io::AsyncReadExt;
+        // Cancel safe: a tokio read that did not complete consumed nothing.
+        let n = self.inner.read(buf).await?;
+        if !self.account(&buf[..n]) {
             return Err(zlink::Error::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 MessageTooLarge { limit: self.limit },
             )));
         }
-        Ok(r)
+        Ok(zlink::connection::socket::ReadResult::new(n))
     }
 }
 
 impl AsFd for LimitedRead {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
+        self.inner.as_ref().as_fd()
     }
 }
 
 // Peer credentials (SO_PEERCRED) are read through the read half's descriptor.
 impl zlink::connection::socket::UnixSocket for LimitedRead {}
 
+/// The write half of [`Limited`].
+#[derive(Debug)]
+pub struct PlainWrite(tokio::net::unix::OwnedWriteHalf);
+
+impl PlainWrite {
+    /// Writes `bytes` (whole messages, NUL-terminated) through a shared reference, which is all
+    /// zlink lets us have of its write half.
+    async fn write_message(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut pos = 0;
+        while pos < bytes.len() {
+            self.0.writable().await?;
+            match self.0.try_write(&bytes[pos..]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => pos += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl zlink::connection::socket::WriteHalf for PlainWrite {
+    async fn write(
+        &mut self,
+        buf: &[u8],
+        fds: &[impl AsFd],
+        credentials: Option<&zlink::connection::PassedCredentials>,
+    ) -> zlink::Result<()> {
+        if !fds.is_empty() || credentials.is_some() {
+            return Err(zlink::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "passing file descriptors or credentials is not supported",
+            )));
+        }
+        self.write_message(buf).await.map_err(zlink::Error::Io)
+    }
+}
+
+/// Sends one message, serialized here in one pass. zlink's own sending serializes into a buffer
+/// that grows 256 bytes at a time and starts over each time, which is quadratic in the size of
+/// the message: seconds of CPU for a reply of a few hundred KiB (a long event log, a large
+/// Query). Everything this module sends goes through here.
+pub async fn send_message<T: Serialize>(conn: &Connection, message: &T) -> Result<(), CallError> {
+    let mut bytes = serde_json::to_vec(message).map_err(|e| CallError::Malformed(e.to_string()))?;
+    bytes.push(0);
+    conn.write()
+        .write_half()
+        .write_message(&bytes)
+        .await
+        .map_err(|e| CallError::Io(e.to_string()))
+}
+
 /// A connection over an already connected Unix stream.
 pub fn from_stream(stream: tokio::net::UnixStream) -> Result<Connection, CallError> {
-    let stream = Stream::try_from(stream).map_err(io)?;
     Ok(Connection::new(Limited(stream)))
 }
 
@@ -187,7 +239,7 @@ pub async fn call<P: Serialize, R: DeserializeOwned>(
     params: &P,
 ) -> Result<Decoded<R>, CallError> {
     let raw = RawCall::new(method, params);
-    conn.send_call(&Call::new(&raw), vec![]).await.map_err(io)?;
+    send_message(conn, &Call::new(&raw)).await?;
     let reply = match conn
         .receive_reply::<serde_json::Value, ErrorReply<serde_json::Value>>()
         .await
@@ -255,10 +307,7 @@ pub async fn reply<T: Serialize + std::fmt::Debug>(
     conn: &mut Connection,
     params: &T,
 ) -> Result<(), CallError> {
-    let v = serde_json::to_value(params).map_err(|e| CallError::Malformed(e.to_string()))?;
-    conn.send_reply(&Reply::new(Some(v)), vec![])
-        .await
-        .map_err(io)
+    send_message(conn, &Reply::new(Some(params))).await
 }
 
 /// Sends an error reply `name(code, hresult, message)`.
@@ -271,7 +320,7 @@ pub async fn reply_error(
         error: name.to_owned(),
         parameters: WireError::from(error),
     };
-    conn.send_error(&e, vec![]).await.map_err(io)
+    send_message(conn, &e).await
 }
 
 /// Sends the standard `org.varlink.service.MethodNotFound` error.
@@ -280,7 +329,7 @@ pub async fn reply_method_not_found(conn: &mut Connection, method: &str) -> Resu
         error: "org.varlink.service.MethodNotFound".to_owned(),
         parameters: serde_json::json!({ "method": method }),
     };
-    conn.send_error(&e, vec![]).await.map_err(io)
+    send_message(conn, &e).await
 }
 
 /// Sends any varlink error with JSON parameters (e.g. `org.varlink.service.InterfaceNotFound`).
@@ -293,7 +342,7 @@ pub async fn reply_varlink_error(
         error: name.to_owned(),
         parameters,
     };
-    conn.send_error(&e, vec![]).await.map_err(io)
+    send_message(conn, &e).await
 }
 
 /// Interprets an error reply of either interface as a [`VssError`]; errors that are not ours
@@ -388,8 +437,7 @@ mod tests {
     #[tokio::test]
     async fn the_limit_counts_bytes_since_the_last_terminator() {
         let (a, _b) = tokio::net::UnixStream::pair().unwrap();
-        let stream = Stream::try_from(a).unwrap();
-        let (inner, _w) = zlink::connection::Socket::split(stream);
+        let (inner, _w) = a.into_split();
         let mut r = LimitedRead {
             inner,
             pending: 0,
@@ -399,9 +447,9 @@ mod tests {
             (&b"0123456789"[..], true), // exactly the limit
             (b"\0", true),              // ends it
             (b"01234\0", true),
-            (b"0123456789\0012345", true), // a full message, then 6 bytes of the next
-            (b"6789", true),               // 10
-            (b"X", false),                 // 11: over
+            (b"0123456789\x00012345", true), // a full message, then 6 bytes of the next
+            (b"6789", true),                 // 10
+            (b"X", false),                   // 11: over
         ] {
             assert_eq!(r.account(chunk), ok, "{chunk:?}");
         }
@@ -486,5 +534,32 @@ mod tests {
         assert!(matches!(r, Err(CallError::TooLarge)), "{r:?}");
         drop(conn);
         peer.await.unwrap();
+    }
+
+    /// A reply of 3 MiB (under the limit) arrives whole. Sent through zlink's own writer, whose
+    /// buffer grows 256 bytes per attempt and reserializes each time, it took minutes of CPU.
+    #[tokio::test]
+    async fn a_large_reply_goes_through_whole() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let (mut client, mut server) = (from_stream(a).unwrap(), from_stream(b).unwrap());
+        let items: Vec<String> = (0..30_000).map(|i| format!("{i:0>96}")).collect();
+        let expected = items.len();
+        let serve = tokio::spawn(async move {
+            let call = receive_call(&mut server).await.unwrap().unwrap();
+            assert_eq!(call.method, "vss.Admin.Events");
+            reply(&mut server, &serde_json::json!({ "items": items }))
+                .await
+                .unwrap();
+            server
+        });
+        let r =
+            call::<_, serde_json::Value>(&mut client, "vss.Admin.Events", &serde_json::json!({}))
+                .await
+                .unwrap();
+        match r {
+            Decoded::Ok(v) => assert_eq!(v["items"].as_array().unwrap().len(), expected),
+            other => panic!("{other:?}"),
+        }
+        drop(serve.await.unwrap());
     }
 }

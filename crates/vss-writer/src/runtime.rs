@@ -164,6 +164,7 @@ impl WriterRuntime {
             writer,
             table: Mutex::new(FreezeTable::new()),
             freeze_timeout_ms: AtomicU64::new(0),
+            timers: Mutex::new(std::collections::HashMap::new()),
         });
         let coordinator_uid = self.coordinator_uid;
         let mut tasks = JoinSet::new();
@@ -291,6 +292,10 @@ struct Shared<W> {
     table: Mutex<FreezeTable>,
     /// The freeze timeout of the metadata last served in Identify; 0 before the first one.
     freeze_timeout_ms: AtomicU64,
+    /// The running freeze timers by set, cancelled by Thaw and Abort: a timer left to sleep
+    /// out its whole timeout would hold its task and the Freeze parameters until then, growing
+    /// a busy writer's memory with every backup.
+    timers: Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>,
 }
 
 /// Runs a hook on a blocking thread; maps its error to a writer failure code and a panic to
@@ -395,8 +400,10 @@ impl<W: Writer> Shared<W> {
         ev: EventParams,
     ) {
         let shared = Arc::clone(self);
-        tokio::spawn(async move {
+        let timer_key = key.clone();
+        let handle = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            shared.timers().remove(&key);
             if shared.table().timer_fired(&key, generation) {
                 warn!(set = %key, timeout_ms = ms, "Thaw did not come within the freeze timeout; aborting the writer");
                 if let Err(e) = shared.call_abort(Some(ev)).await {
@@ -404,11 +411,31 @@ impl<W: Writer> Shared<W> {
                 }
             }
         });
+        if let Some(old) = self.timers().insert(timer_key, handle.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    fn timers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, tokio::task::AbortHandle>>
+    {
+        self.timers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stops set `key`'s freeze timer, if one runs: Thaw or Abort came.
+    fn cancel_freeze_timer(&self, key: &str) {
+        if let Some(t) = self.timers().remove(key) {
+            t.abort();
+        }
     }
 
     async fn thaw(&self, ev: EventParams) -> Result<Value, VssError> {
         let key = set_key(&ev.snapshot_set_id);
         let decision = self.table().thaw(&key);
+        self.cancel_freeze_timer(&key);
         match decision {
             ThawDecision::Refuse(e) => Err(e),
             ThawDecision::Proceed => self.event_hook("thaw", ev, W::thaw).await.map(|()| empty()),
@@ -418,6 +445,7 @@ impl<W: Writer> Shared<W> {
     async fn abort_event(&self, ev: EventParams) -> Result<Value, VssError> {
         let key = set_key(&ev.snapshot_set_id);
         let decision = self.table().abort_event(&key);
+        self.cancel_freeze_timer(&key);
         match decision {
             AbortDecision::AlreadyAborted => {
                 debug!(set = %key, "Abort for a set already aborted");

@@ -74,9 +74,7 @@ pub(crate) async fn reply_standard_error(
         error: format!("{INTERFACE}.{name}"),
         parameters,
     };
-    conn.send_error(&e, vec![])
-        .await
-        .map_err(|e| CallError::Io(e.to_string()))
+    vss_protocol::transport::send_message(conn, &e).await
 }
 
 /// Sends `org.varlink.service.InvalidParameter(parameter)`.
