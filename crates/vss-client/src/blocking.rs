@@ -36,10 +36,12 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 use uuid::Uuid;
 use vss_model::wmd::WriterMetadata;
-use vss_model::{AsyncStatus, BackupType, ComponentType, SnapshotContext};
+use vss_model::{
+    AsyncStatus, BackupType, ComponentType, FileRestoreStatus, RestoreType, SnapshotContext,
+};
 use vss_protocol::requester::{ProtocolVersion, SnapshotProperties, WriterStatus};
 
-use crate::{CancelOutcome, ClientError, DeleteOutcome, ObjectType};
+use crate::{CancelOutcome, ClientError, ComponentRef, DeleteOutcome, ObjectType};
 
 /// A blocking requester session with vssd; see [`crate::BackupComponents`].
 #[derive(Debug)]
@@ -294,6 +296,95 @@ impl BackupComponents {
     /// See [`crate::BackupComponents::unexpose_snapshot`].
     pub fn unexpose_snapshot(&mut self, snapshot_id: Uuid) -> Result<(), ClientError> {
         self.rt.block_on(self.inner.unexpose_snapshot(snapshot_id))
+    }
+
+    /// See [`crate::BackupComponents::set_restore_state`].
+    pub fn set_restore_state(&mut self, restore_type: RestoreType) -> Result<(), ClientError> {
+        self.rt.block_on(self.inner.set_restore_state(restore_type))
+    }
+
+    /// See [`crate::BackupComponents::set_selected_for_restore`].
+    pub fn set_selected_for_restore(
+        &mut self,
+        component: &ComponentRef,
+        selected: bool,
+        instance_id: Option<Uuid>,
+    ) -> Result<(), ClientError> {
+        self.rt.block_on(
+            self.inner
+                .set_selected_for_restore(component, selected, instance_id),
+        )
+    }
+
+    /// See [`crate::BackupComponents::set_restore_options`].
+    pub fn set_restore_options(
+        &mut self,
+        component: &ComponentRef,
+        options: &str,
+    ) -> Result<(), ClientError> {
+        self.rt
+            .block_on(self.inner.set_restore_options(component, options))
+    }
+
+    /// See [`crate::BackupComponents::set_additional_restores`].
+    pub fn set_additional_restores(
+        &mut self,
+        component: &ComponentRef,
+        additional: bool,
+    ) -> Result<(), ClientError> {
+        self.rt
+            .block_on(self.inner.set_additional_restores(component, additional))
+    }
+
+    /// See [`crate::BackupComponents::pre_restore`].
+    pub fn pre_restore(&mut self) -> Result<Async, ClientError> {
+        let r = self.rt.block_on(self.inner.pre_restore());
+        self.handle(r)
+    }
+
+    /// See [`crate::BackupComponents::add_alternative_location_mapping`].
+    pub fn add_alternative_location_mapping(
+        &mut self,
+        component: &ComponentRef,
+        path: &str,
+        filespec: &str,
+        recursive: bool,
+        destination: &str,
+    ) -> Result<(), ClientError> {
+        self.rt
+            .block_on(self.inner.add_alternative_location_mapping(
+                component,
+                path,
+                filespec,
+                recursive,
+                destination,
+            ))
+    }
+
+    /// See [`crate::BackupComponents::set_file_restore_status`].
+    pub fn set_file_restore_status(
+        &mut self,
+        component: &ComponentRef,
+        status: FileRestoreStatus,
+    ) -> Result<(), ClientError> {
+        self.rt
+            .block_on(self.inner.set_file_restore_status(component, status))
+    }
+
+    /// See [`crate::BackupComponents::post_restore`].
+    pub fn post_restore(&mut self) -> Result<Async, ClientError> {
+        let r = self.rt.block_on(self.inner.post_restore());
+        self.handle(r)
+    }
+
+    /// See [`crate::BackupComponents::revert_to_snapshot`].
+    pub fn revert_to_snapshot(
+        &mut self,
+        snapshot_id: Uuid,
+        force_dismount: bool,
+    ) -> Result<(), ClientError> {
+        self.rt
+            .block_on(self.inner.revert_to_snapshot(snapshot_id, force_dismount))
     }
 
     /// See [`crate::BackupComponents::break_snapshot_set`].

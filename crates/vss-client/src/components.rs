@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::de::IgnoredAny;
 use uuid::Uuid;
 use vss_model::wmd::WriterMetadata;
-use vss_model::{BackupType, ComponentType, SnapshotContext};
+use vss_model::{BackupType, ComponentType, FileRestoreStatus, RestoreType, SnapshotContext};
 use vss_protocol::Empty;
 use vss_protocol::requester::{
     self as rq, DeleteSnapshotsReply, OperationReply, ProtocolVersion, QueryReply, SaveAsXmlReply,
@@ -26,6 +26,20 @@ use vss_protocol::requester::{
 use vss_protocol::transport::Connection;
 
 use crate::{Async, ClientError, wire};
+
+/// A component of a saved Backup Components Document, as the restore calls name it: the
+/// writer class and the component (any live instance of the writer restores it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentRef {
+    /// Writer class id.
+    pub writer_id: Uuid,
+    /// Component type.
+    pub component_type: ComponentType,
+    /// Logical path ("" at the root).
+    pub logical_path: String,
+    /// Component name.
+    pub name: String,
+}
 
 /// vssd's requester socket when [`SOCKET_ENV`] is not set.
 pub const DEFAULT_SOCKET: &str = "/run/vss/vssd.sock";
@@ -432,6 +446,134 @@ impl BackupComponents {
             snapshot_set_id: snapshot_set_id.to_string(),
         };
         self.call_unit("BreakSnapshotSet", &params).await
+    }
+
+    /// Sets the kind of restore (`SetRestoreState`). Restore sessions, before `pre_restore`.
+    pub async fn set_restore_state(
+        &mut self,
+        restore_type: RestoreType,
+    ) -> Result<(), ClientError> {
+        let params = rq::SetRestoreState {
+            restore_type: restore_type.name().to_owned(),
+        };
+        self.call_unit("SetRestoreState", &params).await
+    }
+
+    /// Selects a component of the saved BCD for restore, or unselects it
+    /// (`SetSelectedForRestore`; with `instance_id`, SetSelectedForRestoreEx: that live writer
+    /// instance restores it). After `gather_writer_metadata`, before `pre_restore`.
+    pub async fn set_selected_for_restore(
+        &mut self,
+        component: &ComponentRef,
+        selected: bool,
+        instance_id: Option<Uuid>,
+    ) -> Result<(), ClientError> {
+        let params = rq::SetSelectedForRestore {
+            writer_id: component.writer_id.to_string(),
+            component_type: component.component_type.name().to_owned(),
+            logical_path: Some(component.logical_path.clone()),
+            name: component.name.clone(),
+            selected,
+            instance_id: instance_id.map(|i| i.to_string()),
+        };
+        self.call_unit("SetSelectedForRestore", &params).await
+    }
+
+    /// Writer-private restore options of a component (`SetRestoreOptions`).
+    pub async fn set_restore_options(
+        &mut self,
+        component: &ComponentRef,
+        options: &str,
+    ) -> Result<(), ClientError> {
+        let params = rq::SetRestoreOptions {
+            writer_id: component.writer_id.to_string(),
+            component_type: component.component_type.name().to_owned(),
+            logical_path: Some(component.logical_path.clone()),
+            name: component.name.clone(),
+            options: options.to_owned(),
+        };
+        self.call_unit("SetRestoreOptions", &params).await
+    }
+
+    /// Tells the writer more restores of the component follow (`SetAdditionalRestores`).
+    pub async fn set_additional_restores(
+        &mut self,
+        component: &ComponentRef,
+        additional: bool,
+    ) -> Result<(), ClientError> {
+        let params = rq::SetAdditionalRestores {
+            writer_id: component.writer_id.to_string(),
+            component_type: component.component_type.name().to_owned(),
+            logical_path: Some(component.logical_path.clone()),
+            name: component.name.clone(),
+            additional,
+        };
+        self.call_unit("SetAdditionalRestores", &params).await
+    }
+
+    /// Tells the writers what is about to be restored (the PreRestore event; `PreRestore`).
+    pub async fn pre_restore(&mut self) -> Result<Async, ClientError> {
+        self.call_async("PreRestore").await
+    }
+
+    /// Records that a file set of a component was restored to `destination`
+    /// (`AddAlternativeLocationMapping`). After `pre_restore`, before `post_restore`.
+    pub async fn add_alternative_location_mapping(
+        &mut self,
+        component: &ComponentRef,
+        path: &str,
+        filespec: &str,
+        recursive: bool,
+        destination: &str,
+    ) -> Result<(), ClientError> {
+        let params = rq::AddAlternativeLocationMapping {
+            writer_id: component.writer_id.to_string(),
+            component_type: component.component_type.name().to_owned(),
+            logical_path: Some(component.logical_path.clone()),
+            name: component.name.clone(),
+            path: path.to_owned(),
+            filespec: filespec.to_owned(),
+            recursive,
+            destination: destination.to_owned(),
+        };
+        self.call_unit("AddAlternativeLocationMapping", &params)
+            .await
+    }
+
+    /// How the copy of a component's files went (`SetFileRestoreStatus`). After `pre_restore`,
+    /// before `post_restore`.
+    pub async fn set_file_restore_status(
+        &mut self,
+        component: &ComponentRef,
+        status: FileRestoreStatus,
+    ) -> Result<(), ClientError> {
+        let params = rq::SetFileRestoreStatus {
+            writer_id: component.writer_id.to_string(),
+            component_type: component.component_type.name().to_owned(),
+            logical_path: Some(component.logical_path.clone()),
+            name: component.name.clone(),
+            status: status.name().to_owned(),
+        };
+        self.call_unit("SetFileRestoreStatus", &params).await
+    }
+
+    /// Tells the writers the files are restored (the PostRestore event; `PostRestore`).
+    pub async fn post_restore(&mut self) -> Result<Async, ClientError> {
+        self.call_async("PostRestore").await
+    }
+
+    /// Makes a persistent snapshot's volume hold the snapshot's contents again
+    /// (`RevertToSnapshot`; btrfs only). Backup-mode sessions.
+    pub async fn revert_to_snapshot(
+        &mut self,
+        snapshot_id: Uuid,
+        force_dismount: bool,
+    ) -> Result<(), ClientError> {
+        let params = rq::RevertToSnapshot {
+            snapshot_id: snapshot_id.to_string(),
+            force_dismount,
+        };
+        self.call_unit("RevertToSnapshot", &params).await
     }
 
     /// Every writer instance vssd has met, with its last state (`vss.Admin.ListWriters`; needs

@@ -78,11 +78,15 @@ mod operation;
 mod wire;
 
 pub use components::{
-    BackupComponents, DEFAULT_SOCKET, DeleteOutcome, ObjectType, SOCKET_ENV, default_socket,
+    BackupComponents, ComponentRef, DEFAULT_SOCKET, DeleteOutcome, ObjectType, SOCKET_ENV,
+    default_socket,
 };
 pub use error::ClientError;
 pub use operation::{Async, CancelOutcome};
 
 pub use vss_model::wmd::WriterMetadata;
-pub use vss_model::{AsyncStatus, BackupType, ComponentType, ErrorCode, SnapshotContext, VssError};
+pub use vss_model::{
+    AsyncStatus, BackupType, ComponentType, ErrorCode, FileRestoreStatus, RestoreType,
+    SnapshotContext, VssError,
+};
 pub use vss_protocol::requester::{ProtocolVersion, SnapshotProperties, WriterStatus};

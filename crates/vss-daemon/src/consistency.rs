@@ -181,7 +181,9 @@ pub(crate) fn record(session: &Session, outcome: &CommitOutcome) -> Consistency 
                     .push(format!("{name}: {} {}", w.state.name(), w.failure_name()));
             }
             Participation::Full => c.writers_frozen.push(name),
-            Participation::PrepareOnly | Participation::Undecided => c.writers_skipped.push(name),
+            Participation::PrepareOnly
+            | Participation::Undecided
+            | Participation::RestoreIfReplaceFails => c.writers_skipped.push(name),
         }
     }
     c.level = if !c.writers_frozen.is_empty() && c.writers_failed.is_empty() {

@@ -399,6 +399,47 @@ impl Engine {
         Ok(())
     }
 
+    /// RevertToSnapshot (vss-model.md §8.6): only persistent snapshots; the provider makes the
+    /// original volume hold the snapshot's contents again. Takes the host-wide snapshot-set
+    /// lock meanwhile, so that no set is made of a volume being reverted.
+    pub async fn revert_to_snapshot(
+        &self,
+        ctx: &SessionCtx,
+        snapshot_id: Id,
+        force_dismount: bool,
+    ) -> Result<(), VssError> {
+        self.check_admin(ctx, Call::RevertToSnapshot).await?;
+        let (rec, provider) = self.created_snapshot(snapshot_id)?;
+        if rec.auto_release() {
+            return Err(VssError::new(
+                ErrorCode::UnsupportedContext,
+                format!(
+                    "snapshot {snapshot_id} is not persistent (context {:#x}); only persistent snapshots (e.g. VSS_CTX_APP_ROLLBACK) can be reverted to",
+                    rec.context
+                ),
+            ));
+        }
+        let _lock = crate::lock::SetLock::try_acquire(&self.config.lock_file)?;
+        let committed = committed_of(&rec);
+        let volume = std::path::PathBuf::from(&rec.original_volume);
+        let started = std::time::Instant::now();
+        let r = tokio::task::spawn_blocking(move || {
+            provider.revert(&committed, &volume, force_dismount)
+        })
+        .await
+        .map_err(provider_err)?;
+        self.log_event(
+            Some(rec.snapshot_set_id),
+            "revert",
+            &rec.original_volume,
+            "RevertToSnapshot",
+            r.as_ref().map(|_| ()),
+            started.elapsed(),
+        );
+        tracing::info!(target: "vss_audit", uid = ctx.uid, snapshot = %snapshot_id, volume = %rec.original_volume, outcome = if r.is_ok() { "reverted" } else { "failed" }, "audit: revert");
+        r
+    }
+
     /// DeleteVolumeSnapshots: the oldest snapshot of a volume, or all of them.
     pub async fn delete_volume_snapshots(
         &self,
@@ -738,6 +779,38 @@ impl Engine {
             name,
             succeeded,
         )
+    }
+
+    /// Applies one restore call to the session (they are all checked and applied by the
+    /// session state machine; nothing here does I/O).
+    pub async fn restore_call<T>(
+        &self,
+        ctx: &SessionCtx,
+        f: impl FnOnce(&mut vss_model::session::Session) -> Result<T, VssError>,
+    ) -> Result<T, VssError> {
+        f(&mut ctx.inner.lock().await.session)
+    }
+
+    /// PreRestore: the event to every writer restoring a selected component.
+    pub async fn pre_restore(self: &Arc<Self>, ctx: &Arc<SessionCtx>) -> Result<Id, VssError> {
+        self.spawn_op(ctx, OpKind::PreRestore, |engine, ctx, op| async move {
+            engine
+                .deliver(&ctx, WriterEvent::PreRestore, op.cancelled())
+                .await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// PostRestore: the event to the restore's writers, with the file restore statuses.
+    pub async fn post_restore(self: &Arc<Self>, ctx: &Arc<SessionCtx>) -> Result<Id, VssError> {
+        self.spawn_op(ctx, OpKind::PostRestore, |engine, ctx, op| async move {
+            engine
+                .deliver(&ctx, WriterEvent::PostRestore, op.cancelled())
+                .await;
+            Ok(())
+        })
+        .await
     }
 
     /// GetWriterStatus.
@@ -1348,15 +1421,26 @@ pub(crate) fn event_params(
         bootable_system_state: bcd.bootable_system_state,
         partial_file_support: bcd.partial_file_support,
         volumes,
-        components: session.event_components(instance_id).map(|cs| {
-            cs.iter()
-                .map(|c| event_component(c, event == WriterEvent::BackupComplete))
-                .collect()
-        }),
+        components: if matches!(event, WriterEvent::PreRestore | WriterEvent::PostRestore) {
+            // A restore event carries the components selected for restore, with what the
+            // requester set for them.
+            Some(
+                session
+                    .restore_event_components(instance_id)
+                    .iter()
+                    .map(|c| event_component(c, event))
+                    .collect(),
+            )
+        } else {
+            session
+                .event_components(instance_id)
+                .map(|cs| cs.iter().map(|c| event_component(c, event)).collect())
+        },
     }
 }
 
-fn event_component(c: &BcdComponent, with_succeeded: bool) -> EventComponent {
+fn event_component(c: &BcdComponent, event: WriterEvent) -> EventComponent {
+    let restore = matches!(event, WriterEvent::PreRestore | WriterEvent::PostRestore);
     EventComponent {
         component_type: c.component_type,
         logical_path: c.logical_path.clone(),
@@ -1365,7 +1449,24 @@ fn event_component(c: &BcdComponent, with_succeeded: bool) -> EventComponent {
         previous_backup_stamp: c.previous_backup_stamp.clone(),
         backup_stamp: c.backup_stamp.clone(),
         backup_metadata: c.backup_metadata.clone(),
-        backup_succeeded: with_succeeded.then_some(c.backup_succeeded),
+        backup_succeeded: (event == WriterEvent::BackupComplete).then_some(c.backup_succeeded),
+        restore_options: c.restore_options.clone().filter(|_| restore),
+        additional_restores: restore.then_some(c.additional_restores),
+        file_restore_status: c
+            .file_restore_status
+            .filter(|_| event == WriterEvent::PostRestore),
+        restore_target: c.restore_target.filter(|_| restore),
+        alternate_locations: (restore && !c.alternate_locations.is_empty()).then(|| {
+            c.alternate_locations
+                .iter()
+                .map(|a| vss_protocol::writer::AlternateLocation {
+                    path: a.path.clone(),
+                    filespec: a.filespec.clone(),
+                    recursive: a.recursive,
+                    destination: a.destination.clone(),
+                })
+                .collect()
+        }),
     }
 }
 

@@ -169,6 +169,14 @@ impl Provider for Faulty {
     fn break_snapshot(&self, snapshot: &CommittedSnapshot) -> Result<(), VssError> {
         self.0.break_snapshot(snapshot)
     }
+    fn revert(
+        &self,
+        snapshot: &CommittedSnapshot,
+        volume: &Path,
+        force_dismount: bool,
+    ) -> Result<(), VssError> {
+        self.0.revert(snapshot, volume, force_dismount)
+    }
 }
 
 #[cfg(test)]

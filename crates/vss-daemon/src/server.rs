@@ -11,6 +11,7 @@ use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
+use vss_model::session::RestoreComponent;
 use vss_model::{BackupType, ComponentType, VssError};
 use vss_protocol::{
     Empty, RawCall, parse_id,
@@ -274,6 +275,22 @@ fn component_type(s: &str) -> Result<ComponentType, VssError> {
     s.parse()
 }
 
+/// The component a restore call names, from its wire fields.
+fn restore_component<'a>(
+    writer_id: &str,
+    component_type_name: &str,
+    logical_path: &'a Option<String>,
+    name: &'a str,
+) -> Result<RestoreComponent<'a>, VssError> {
+    Ok(RestoreComponent {
+        writer_id: parse_id("writerId", writer_id)?,
+        instance_id: None,
+        component_type: component_type(component_type_name)?,
+        logical_path: logical_path.as_deref().unwrap_or(""),
+        name,
+    })
+}
+
 /// `vss.Admin`: read-only, needs no session.
 fn dispatch_admin(engine: &Engine, name: &str, call: &RawCall) -> Result<Reply, VssError> {
     use vss_protocol::admin;
@@ -525,6 +542,86 @@ async fn dispatch(
                 .unexpose_snapshot(ctx, parse_id("snapshotId", &p.snapshot_id)?)
                 .await?;
             json(Empty {})
+        }
+        "RevertToSnapshot" => {
+            let p: rq::RevertToSnapshot = call.params()?;
+            engine
+                .revert_to_snapshot(
+                    ctx,
+                    parse_id("snapshotId", &p.snapshot_id)?,
+                    p.force_dismount,
+                )
+                .await?;
+            json(Empty {})
+        }
+        "SetRestoreState" => {
+            let p: rq::SetRestoreState = call.params()?;
+            let t = p.restore_type.parse()?;
+            engine.restore_call(ctx, |s| s.set_restore_state(t)).await?;
+            json(Empty {})
+        }
+        "SetSelectedForRestore" => {
+            let p: rq::SetSelectedForRestore = call.params()?;
+            let instance_id = p
+                .instance_id
+                .as_deref()
+                .map(|i| parse_id("instanceId", i))
+                .transpose()?;
+            let c = RestoreComponent {
+                instance_id,
+                ..restore_component(&p.writer_id, &p.component_type, &p.logical_path, &p.name)?
+            };
+            engine
+                .restore_call(ctx, |s| s.set_selected_for_restore(c, p.selected))
+                .await?;
+            json(Empty {})
+        }
+        "SetRestoreOptions" => {
+            let p: rq::SetRestoreOptions = call.params()?;
+            let c = restore_component(&p.writer_id, &p.component_type, &p.logical_path, &p.name)?;
+            engine
+                .restore_call(ctx, |s| s.set_restore_options(c, &p.options))
+                .await?;
+            json(Empty {})
+        }
+        "SetAdditionalRestores" => {
+            let p: rq::SetAdditionalRestores = call.params()?;
+            let c = restore_component(&p.writer_id, &p.component_type, &p.logical_path, &p.name)?;
+            engine
+                .restore_call(ctx, |s| s.set_additional_restores(c, p.additional))
+                .await?;
+            json(Empty {})
+        }
+        "PreRestore" => {
+            call.params::<Empty>()?;
+            op(engine.pre_restore(ctx).await?)
+        }
+        "AddAlternativeLocationMapping" => {
+            let p: rq::AddAlternativeLocationMapping = call.params()?;
+            let c = restore_component(&p.writer_id, &p.component_type, &p.logical_path, &p.name)?;
+            let mapping = vss_model::bcd::AlternateLocation {
+                path: p.path.clone(),
+                filespec: p.filespec.clone(),
+                recursive: p.recursive,
+                destination: p.destination.clone(),
+            };
+            engine
+                .restore_call(ctx, |s| s.add_alternative_location_mapping(c, mapping))
+                .await?;
+            json(Empty {})
+        }
+        "SetFileRestoreStatus" => {
+            let p: rq::SetFileRestoreStatus = call.params()?;
+            let c = restore_component(&p.writer_id, &p.component_type, &p.logical_path, &p.name)?;
+            let status = p.status.parse()?;
+            engine
+                .restore_call(ctx, |s| s.set_file_restore_status(c, status))
+                .await?;
+            json(Empty {})
+        }
+        "PostRestore" => {
+            call.params::<Empty>()?;
+            op(engine.post_restore(ctx).await?)
         }
         "BreakSnapshotSet" => {
             let p: rq::SetIdParam = call.params()?;

@@ -3,7 +3,9 @@
 //! PrepareForBackup and PostSnapshot, the writers modify it; SaveAsXml serializes it, and
 //! InitializeForRestore loads it back.
 
-use crate::{BackupType, ComponentType, FileRestoreStatus, Id, RestoreType, SnapshotContext};
+use crate::{
+    BackupType, ComponentType, FileRestoreStatus, Id, RestoreTarget, RestoreType, SnapshotContext,
+};
 
 /// The whole document.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -94,6 +96,23 @@ pub struct BcdComponent {
     pub pre_restore_failure_msg: Option<String>,
     /// Restore: failure message from PostRestore.
     pub post_restore_failure_msg: Option<String>,
+    /// Restore: where the files go (`VSS_RT_ORIGINAL` unless the requester or writer says).
+    pub restore_target: Option<RestoreTarget>,
+    /// Restore: file sets the requester restored somewhere else (AddAlternativeLocationMapping).
+    pub alternate_locations: Vec<AlternateLocation>,
+}
+
+/// `ALTERNATE_LOCATION_MAPPING`: a file set of a component restored to another directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlternateLocation {
+    /// The file set's original directory.
+    pub path: String,
+    /// Its file specification.
+    pub filespec: String,
+    /// Whether it includes subdirectories.
+    pub recursive: bool,
+    /// Where its files were restored.
+    pub destination: String,
 }
 
 impl BcdComponent {
@@ -117,6 +136,8 @@ impl BcdComponent {
             restore_metadata: None,
             pre_restore_failure_msg: None,
             post_restore_failure_msg: None,
+            restore_target: None,
+            alternate_locations: Vec::new(),
         }
     }
 }
@@ -161,6 +182,7 @@ impl BcdComponent {
             .flag("selectedForRestore", self.selected_for_restore)
             .flag("additionalRestores", self.additional_restores)
             .opt_sym("fileRestoreStatus", self.file_restore_status)
+            .opt_sym("restoreTarget", self.restore_target)
             .opt("backupOptions", self.backup_options.as_deref())
             .opt("previousBackupStamp", self.previous_backup_stamp.as_deref())
             .opt("backupStamp", self.backup_stamp.as_deref())
@@ -181,10 +203,21 @@ impl BcdComponent {
                 "postRestoreFailureMsg",
                 self.post_restore_failure_msg.as_deref(),
             );
-        let has_children = self.backup_metadata.is_some() || self.restore_metadata.is_some();
+        let has_children = self.backup_metadata.is_some()
+            || self.restore_metadata.is_some()
+            || !self.alternate_locations.is_empty();
         w.element(tag, has_children, |w| {
             w.opt_text_element("BACKUP_METADATA", self.backup_metadata.as_deref());
             w.opt_text_element("RESTORE_METADATA", self.restore_metadata.as_deref());
+            for a in &self.alternate_locations {
+                w.leaf(
+                    Tag::new("ALTERNATE_LOCATION_MAPPING")
+                        .attr("path", &a.path)
+                        .attr("filespec", &a.filespec)
+                        .flag("recursive", a.recursive)
+                        .attr("destination", &a.destination),
+                );
+            }
         });
     }
 
@@ -207,6 +240,18 @@ impl BcdComponent {
             restore_metadata: e.child_text("RESTORE_METADATA")?,
             pre_restore_failure_msg: e.opt_string("preRestoreFailureMsg"),
             post_restore_failure_msg: e.opt_string("postRestoreFailureMsg"),
+            restore_target: e.opt_sym("restoreTarget")?,
+            alternate_locations: e
+                .children("ALTERNATE_LOCATION_MAPPING")
+                .map(|a| {
+                    Ok(AlternateLocation {
+                        path: a.string("path")?,
+                        filespec: a.string("filespec")?,
+                        recursive: a.flag_or("recursive", false)?,
+                        destination: a.string("destination")?,
+                    })
+                })
+                .collect::<Result<_, VssError>>()?,
         })
     }
 }
@@ -327,6 +372,21 @@ mod xml_tests {
             restore_metadata: Some("<x>&'\"</x>\nÄ".into()),
             pre_restore_failure_msg: Some("pré-restore ✗".into()),
             post_restore_failure_msg: Some("'post'".into()),
+            restore_target: Some(RestoreTarget::Alternate),
+            alternate_locations: vec![
+                AlternateLocation {
+                    path: "/var/lib/app".into(),
+                    filespec: "*.db".into(),
+                    recursive: true,
+                    destination: "/restore/app <1> & \"x\"".into(),
+                },
+                AlternateLocation {
+                    path: "/var/lib/app/wal".into(),
+                    filespec: "*".into(),
+                    recursive: false,
+                    destination: "/restore/wal".into(),
+                },
+            ],
         }
     }
 
@@ -652,10 +712,7 @@ mod xml_tests {
                 "<SNAPSHOT_DESCRIPTION ",
                 r#"<SNAPSHOT_DESCRIPTION timestamp="1" "#,
             ),
-            (
-                "<COMPONENT ",
-                r#"<COMPONENT restoreTarget="VSS_RT_ORIGINAL" "#,
-            ),
+            ("<COMPONENT ", r#"<COMPONENT restoreName="later" "#),
             (
                 "<BACKUP_METADATA>",
                 r#"<PARTIAL_FILE path="/x" ranges="0:10"/><BACKUP_METADATA>"#,

@@ -242,6 +242,17 @@ vss_enum! {
 }
 
 vss_enum! {
+    /// `VSS_RESTORE_TARGET` (§6.4): where a component's files are restored.
+    RestoreTarget: u32 {
+        Undefined = 0 => "VSS_RT_UNDEFINED",
+        Original = 1 => "VSS_RT_ORIGINAL",
+        Alternate = 2 => "VSS_RT_ALTERNATE",
+        Directed = 3 => "VSS_RT_DIRECTED",
+        OriginalLocation = 4 => "VSS_RT_ORIGINAL_LOCATION",
+    }
+}
+
+vss_enum! {
     /// `VSS_FILE_RESTORE_STATUS` (§6.4).
     FileRestoreStatus: u32 {
         Undefined = 0 => "VSS_RS_UNDEFINED",

@@ -9,10 +9,11 @@
 //! `finish_*` (records the outcome when the daemon's task ends).
 
 use crate::{
-    BackupType, ComponentType, ErrorCode, Id, MAX_VOLUMES_PER_SET, SnapshotContext, VssError,
+    BackupType, ComponentType, ErrorCode, FileRestoreStatus, Id, MAX_VOLUMES_PER_SET,
+    RestoreTarget, RestoreType, SnapshotContext, VssError, WriterRestore,
     bcd::{
-        BackupComponents, BcdComponent, SnapshotDescription, SnapshotSetDescription,
-        WriterComponents,
+        AlternateLocation, BackupComponents, BcdComponent, SnapshotDescription,
+        SnapshotSetDescription, WriterComponents,
     },
     wmd::{WriterMetadata, full_path},
     writers::{Participation, WriterRecord},
@@ -55,6 +56,10 @@ pub enum OpKind {
     BackupComplete,
     /// GatherWriterStatus.
     GatherWriterStatus,
+    /// PreRestore.
+    PreRestore,
+    /// PostRestore.
+    PostRestore,
 }
 
 impl OpKind {
@@ -66,6 +71,8 @@ impl OpKind {
             OpKind::DoSnapshotSet => "DoSnapshotSet",
             OpKind::BackupComplete => "BackupComplete",
             OpKind::GatherWriterStatus => "GatherWriterStatus",
+            OpKind::PreRestore => "PreRestore",
+            OpKind::PostRestore => "PostRestore",
         }
     }
 }
@@ -121,6 +128,40 @@ pub enum Call {
     UnexposeSnapshot,
     /// BreakSnapshotSet.
     BreakSnapshotSet,
+    /// RevertToSnapshot (administration).
+    RevertToSnapshot,
+    /// SetRestoreState.
+    SetRestoreState,
+    /// SetSelectedForRestore.
+    SetSelectedForRestore,
+    /// SetRestoreOptions.
+    SetRestoreOptions,
+    /// SetAdditionalRestores.
+    SetAdditionalRestores,
+    /// PreRestore.
+    PreRestore,
+    /// AddAlternativeLocationMapping.
+    AddAlternativeLocationMapping,
+    /// SetFileRestoreStatus.
+    SetFileRestoreStatus,
+    /// PostRestore.
+    PostRestore,
+}
+
+/// Which component of the BCD a restore call names: the writer class, optionally the instance
+/// (SetSelectedForRestoreEx), and the component.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreComponent<'a> {
+    /// Writer class id.
+    pub writer_id: Id,
+    /// Writer instance (only SetSelectedForRestore may name one: restore with move).
+    pub instance_id: Option<Id>,
+    /// Component type.
+    pub component_type: ComponentType,
+    /// Logical path.
+    pub logical_path: &'a str,
+    /// Name.
+    pub name: &'a str,
 }
 
 /// One volume of the session's snapshot set.
@@ -163,6 +204,8 @@ pub struct Session {
     set: Option<SnapshotSet>,
     aborted: bool,
     running: Option<OpKind>,
+    pre_restore: Step,
+    post_restore: Step,
 }
 
 impl Default for Session {
@@ -193,6 +236,8 @@ impl Session {
             set: None,
             aborted: false,
             running: None,
+            pre_restore: Step::NotCalled,
+            post_restore: Step::NotCalled,
         }
     }
 
@@ -274,7 +319,16 @@ impl Session {
                 | DeleteVolumeSnapshots
                 | ExposeSnapshot
                 | UnexposeSnapshot
-                | BreakSnapshotSet => Err(bad(
+                | BreakSnapshotSet
+                | RevertToSnapshot
+                | SetRestoreState
+                | SetSelectedForRestore
+                | SetRestoreOptions
+                | SetAdditionalRestores
+                | PreRestore
+                | AddAlternativeLocationMapping
+                | SetFileRestoreStatus
+                | PostRestore => Err(bad(
                     "the session is not initialized: call InitializeForBackup or \
                      InitializeForRestore first",
                 )),
@@ -288,6 +342,15 @@ impl Session {
                 )))
             } else {
                 Ok(())
+            }
+        };
+        let restore_only = |name: &str| -> Result<(), VssError> {
+            if restore {
+                Ok(())
+            } else {
+                Err(bad(format!(
+                    "{name} is a restore call and this is a backup session: start one with InitializeForRestore"
+                )))
             }
         };
         // While an asynchronous operation runs, the session only answers reads and AbortBackup
@@ -457,15 +520,69 @@ impl Session {
             | DeleteVolumeSnapshots
             | ExposeSnapshot
             | UnexposeSnapshot
-            | BreakSnapshotSet => backup_only(match call {
+            | BreakSnapshotSet
+            | RevertToSnapshot => backup_only(match call {
                 GetSnapshotProperties => "GetSnapshotProperties",
                 Query => "Query",
                 DeleteSnapshots => "DeleteSnapshots",
                 DeleteVolumeSnapshots => "DeleteVolumeSnapshots",
                 ExposeSnapshot => "ExposeSnapshot",
                 UnexposeSnapshot => "UnexposeSnapshot",
+                RevertToSnapshot => "RevertToSnapshot",
                 _ => "BreakSnapshotSet",
             }),
+            SetRestoreState => {
+                restore_only("SetRestoreState")?;
+                if self.pre_restore != Step::NotCalled {
+                    Err(bad("SetRestoreState must come before PreRestore"))
+                } else {
+                    Ok(())
+                }
+            }
+            SetSelectedForRestore | SetRestoreOptions | SetAdditionalRestores => {
+                let name = match call {
+                    SetSelectedForRestore => "SetSelectedForRestore",
+                    SetRestoreOptions => "SetRestoreOptions",
+                    _ => "SetAdditionalRestores",
+                };
+                restore_only(name)?;
+                if self.gather != Step::Done {
+                    Err(bad(format!(
+                        "call GatherWriterMetadata and wait for it before {name}"
+                    )))
+                } else if self.pre_restore != Step::NotCalled {
+                    Err(bad(format!(
+                        "{name} must come before PreRestore: the writers were told what is restored"
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+            PreRestore => {
+                restore_only("PreRestore")?;
+                if self.gather != Step::Done {
+                    Err(bad(
+                        "call GatherWriterMetadata and wait for it before PreRestore",
+                    ))
+                } else if self.pre_restore != Step::NotCalled {
+                    Err(bad("PreRestore was already called"))
+                } else {
+                    Ok(())
+                }
+            }
+            AddAlternativeLocationMapping | SetFileRestoreStatus => {
+                let name = if call == SetFileRestoreStatus {
+                    "SetFileRestoreStatus"
+                } else {
+                    "AddAlternativeLocationMapping"
+                };
+                restore_only(name)?;
+                self.check_between_restores(name)
+            }
+            PostRestore => {
+                restore_only("PostRestore")?;
+                self.check_between_restores("PostRestore")
+            }
             SetBackupSucceeded => {
                 backup_only("SetBackupSucceeded")?;
                 self.check_after_snapshot("SetBackupSucceeded")
@@ -508,6 +625,22 @@ impl Session {
                 }
             }
             SaveAsXml => Ok(()),
+        }
+    }
+
+    /// After a successful PreRestore, before PostRestore: the files are being restored.
+    fn check_between_restores(&self, name: &str) -> Result<(), VssError> {
+        match (self.pre_restore, self.post_restore) {
+            (Step::NotCalled | Step::Running, _) => Err(bad(format!(
+                "{name} must come after PreRestore has finished"
+            ))),
+            (Step::Failed, _) => Err(bad(format!(
+                "PreRestore failed or was cancelled; {name} is not allowed: start the restore again"
+            ))),
+            (Step::Done, Step::NotCalled) => Ok(()),
+            (Step::Done, _) => Err(bad(format!(
+                "PostRestore was already called; {name} is out of sequence"
+            ))),
         }
     }
 
@@ -612,6 +745,8 @@ impl Session {
             OpKind::DoSnapshotSet => Call::DoSnapshotSet,
             OpKind::BackupComplete => Call::BackupComplete,
             OpKind::GatherWriterStatus => Call::GatherWriterStatus,
+            OpKind::PreRestore => Call::PreRestore,
+            OpKind::PostRestore => Call::PostRestore,
         };
         self.check(call)?;
         self.lock_context();
@@ -625,6 +760,14 @@ impl Session {
             OpKind::DoSnapshotSet => self.snapshot = Step::Running,
             OpKind::BackupComplete => self.complete = Step::Running,
             OpKind::GatherWriterStatus => {}
+            OpKind::PreRestore => {
+                self.pre_restore = Step::Running;
+                self.fix_restore_participants();
+            }
+            OpKind::PostRestore => {
+                self.post_restore = Step::Running;
+                self.join_post_restore_if_replace_failed();
+            }
         }
         Ok(())
     }
@@ -640,6 +783,8 @@ impl Session {
             OpKind::PrepareForBackup => self.prepare = step,
             OpKind::DoSnapshotSet => self.snapshot = step,
             OpKind::BackupComplete => self.complete = step,
+            OpKind::PreRestore => self.pre_restore = step,
+            OpKind::PostRestore => self.post_restore = step,
             OpKind::GatherWriterStatus => {
                 if ok {
                     self.status_gathered = true;
@@ -860,6 +1005,229 @@ impl Session {
         }
         self.aborted = true;
         Ok(true)
+    }
+
+    /// SetRestoreState.
+    pub fn set_restore_state(&mut self, restore_type: RestoreType) -> Result<(), VssError> {
+        self.check(Call::SetRestoreState)?;
+        if restore_type == RestoreType::Undefined {
+            return Err(VssError::invalid_arg(
+                "restoreType VSS_RTYPE_UNDEFINED is not a restore type; use VSS_RTYPE_BY_COPY, \
+                 VSS_RTYPE_IMPORT or VSS_RTYPE_OTHER",
+            ));
+        }
+        self.bcd.restore_type = Some(restore_type);
+        Ok(())
+    }
+
+    /// SetSelectedForRestore (and SetSelectedForRestoreEx when `c.instance_id` is given: the
+    /// component is then restored by that live instance of the writer).
+    pub fn set_selected_for_restore(
+        &mut self,
+        c: RestoreComponent<'_>,
+        selected: bool,
+    ) -> Result<(), VssError> {
+        self.check(Call::SetSelectedForRestore)?;
+        let live = self
+            .writers
+            .iter()
+            .find(|w| {
+                w.metadata.writer_id == c.writer_id
+                    && c.instance_id.is_none_or(|i| w.metadata.instance_id == i)
+            })
+            .map(|w| w.metadata.instance_id)
+            .ok_or_else(|| {
+                VssError::not_found(format!(
+                    "writer {}{} is not running (it did not answer this session's \
+                     GatherWriterMetadata): start it, then restore in a new session",
+                    c.writer_id,
+                    c.instance_id
+                        .map(|i| format!(" instance {i}"))
+                        .unwrap_or_default()
+                ))
+            })?;
+        let (entry, comp) = self.restore_component_mut(&c)?;
+        comp.selected_for_restore = selected;
+        if c.instance_id.is_some() {
+            self.bcd.writers[entry].instance_id = live;
+        }
+        Ok(())
+    }
+
+    /// SetRestoreOptions.
+    pub fn set_restore_options(
+        &mut self,
+        c: RestoreComponent<'_>,
+        options: &str,
+    ) -> Result<(), VssError> {
+        self.check(Call::SetRestoreOptions)?;
+        self.restore_component_mut(&c)?.1.restore_options = Some(options.to_owned());
+        Ok(())
+    }
+
+    /// SetAdditionalRestores.
+    pub fn set_additional_restores(
+        &mut self,
+        c: RestoreComponent<'_>,
+        additional: bool,
+    ) -> Result<(), VssError> {
+        self.check(Call::SetAdditionalRestores)?;
+        self.restore_component_mut(&c)?.1.additional_restores = additional;
+        Ok(())
+    }
+
+    /// AddAlternativeLocationMapping: a file set of the component was restored to
+    /// `mapping.destination`. Paths must be absolute.
+    pub fn add_alternative_location_mapping(
+        &mut self,
+        c: RestoreComponent<'_>,
+        mapping: AlternateLocation,
+    ) -> Result<(), VssError> {
+        self.check(Call::AddAlternativeLocationMapping)?;
+        for (what, p) in [
+            ("path", &mapping.path),
+            ("destination", &mapping.destination),
+        ] {
+            if !p.starts_with('/') || p.split('/').any(|part| part == "..") {
+                return Err(VssError::invalid_arg(format!(
+                    "{what} '{p}' must be an absolute path without '..'"
+                )));
+            }
+        }
+        if mapping.filespec.is_empty() {
+            return Err(VssError::invalid_arg(
+                "filespec is empty; use '*' for every file",
+            ));
+        }
+        let comp = self.restore_component_mut(&c)?.1;
+        if comp.restore_target.is_none() {
+            comp.restore_target = Some(RestoreTarget::Alternate);
+        }
+        comp.alternate_locations.push(mapping);
+        Ok(())
+    }
+
+    /// SetFileRestoreStatus.
+    pub fn set_file_restore_status(
+        &mut self,
+        c: RestoreComponent<'_>,
+        status: FileRestoreStatus,
+    ) -> Result<(), VssError> {
+        self.check(Call::SetFileRestoreStatus)?;
+        if status == FileRestoreStatus::Undefined {
+            return Err(VssError::invalid_arg(
+                "status VSS_RS_UNDEFINED is not an outcome; use VSS_RS_ALL, VSS_RS_NONE or \
+                 VSS_RS_FAILED",
+            ));
+        }
+        self.restore_component_mut(&c)?.1.file_restore_status = Some(status);
+        Ok(())
+    }
+
+    /// The BCD component a restore call names: the entry's index and the component.
+    fn restore_component_mut(
+        &mut self,
+        c: &RestoreComponent<'_>,
+    ) -> Result<(usize, &mut BcdComponent), VssError> {
+        let found = self.bcd.writers.iter().enumerate().find_map(|(i, w)| {
+            (w.writer_id == c.writer_id)
+                .then(|| {
+                    w.components.iter().position(|x| {
+                        x.logical_path == c.logical_path
+                            && x.name == c.name
+                            && x.component_type == c.component_type
+                    })
+                })
+                .flatten()
+                .map(|j| (i, j))
+        });
+        let Some((i, j)) = found else {
+            return Err(VssError::not_found(format!(
+                "component '{}' ({}) of writer {} is not in the backup components document",
+                full_path(c.logical_path, c.name),
+                c.component_type,
+                c.writer_id
+            )));
+        };
+        Ok((i, &mut self.bcd.writers[i].components[j]))
+    }
+
+    /// The BCD entry a live writer restores: its own instance's, else (a new process of the
+    /// same writer) the first of its writer class.
+    fn restore_entry(&self, w: &WriterRecord) -> Option<&WriterComponents> {
+        let md = &w.metadata;
+        self.bcd
+            .writers
+            .iter()
+            .find(|e| e.instance_id == md.instance_id)
+            .or_else(|| {
+                self.bcd
+                    .writers
+                    .iter()
+                    .find(|e| e.writer_id == md.writer_id)
+            })
+    }
+
+    /// Fixes who takes part in the restore (at PreRestore): writers with a component selected
+    /// for restore, as their declared `writerRestore` says.
+    fn fix_restore_participants(&mut self) {
+        let decided: Vec<Participation> = self
+            .writers
+            .iter()
+            .map(|w| {
+                let selected = self
+                    .restore_entry(w)
+                    .is_some_and(|e| e.components.iter().any(|c| c.selected_for_restore));
+                match (selected, w.metadata.writer_restore) {
+                    (false, _) | (true, WriterRestore::Never) => Participation::Undecided,
+                    (true, WriterRestore::IfReplaceFails) => Participation::RestoreIfReplaceFails,
+                    (true, WriterRestore::Always | WriterRestore::Undefined) => Participation::Full,
+                }
+            })
+            .collect();
+        for (w, p) in self.writers.iter_mut().zip(decided) {
+            w.participation = p;
+        }
+    }
+
+    /// At PostRestore, an IF_REPLACE_FAILS writer joins if a selected component of its was not
+    /// restored in full (no status, VSS_RS_NONE or VSS_RS_FAILED).
+    fn join_post_restore_if_replace_failed(&mut self) {
+        let joins: Vec<bool> = self
+            .writers
+            .iter()
+            .map(|w| {
+                w.participation == Participation::RestoreIfReplaceFails
+                    && self.restore_entry(w).is_some_and(|e| {
+                        e.components.iter().any(|c| {
+                            c.selected_for_restore
+                                && c.file_restore_status != Some(FileRestoreStatus::All)
+                        })
+                    })
+            })
+            .collect();
+        for (w, join) in self.writers.iter_mut().zip(joins) {
+            if join {
+                w.participation = Participation::Full;
+            }
+        }
+    }
+
+    /// The components a restore event carries to a writer instance: those of its BCD entry
+    /// that are selected for restore.
+    pub fn restore_event_components(&self, instance_id: Id) -> Vec<BcdComponent> {
+        self.writers
+            .iter()
+            .find(|w| w.metadata.instance_id == instance_id)
+            .and_then(|w| self.restore_entry(w))
+            .map(|e| {
+                e.components
+                    .iter()
+                    .filter(|c| c.selected_for_restore)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Fixes who takes part (at PrepareForBackup).

@@ -20,6 +20,9 @@ pub enum Participation {
     PrepareOnly,
     /// Gets every event.
     Full,
+    /// Restore, `VSS_WRE_IF_REPLACE_FAILS`: no PreRestore; PostRestore only if the requester
+    /// could not restore all files of one of its selected components (it then becomes `Full`).
+    RestoreIfReplaceFails,
 }
 
 /// What came of delivering one event to one writer.
@@ -91,8 +94,8 @@ impl WriterRecord {
                 self.participation == Full && !self.past_post_snapshot && !self.aborted
             }
             WriterEvent::BackupShutdown => self.participation == Full,
-            // Restore participation comes with the restore issue; restore sessions send the
-            // restore events to every writer with components selected for restore.
+            // Fixed at PreRestore (and for IF_REPLACE_FAILS writers at PostRestore): writers with
+            // components selected for restore, unless they declared VSS_WRE_NEVER.
             WriterEvent::PreRestore | WriterEvent::PostRestore => {
                 self.participation == Full && !self.failed_event
             }

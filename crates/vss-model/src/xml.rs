@@ -30,7 +30,7 @@ use quick_xml::{Reader, Writer, XmlVersion};
 
 use crate::{
     ApplicationLevel, BackupType, ComponentType, ErrorCode, FileRestoreStatus, Id, RestoreMethod,
-    RestoreType, SourceType, UsageType, VssError, WriterRestore,
+    RestoreTarget, RestoreType, SourceType, UsageType, VssError, WriterRestore,
 };
 
 /// The schema version we write and the only one we read.
@@ -86,6 +86,7 @@ xml_enums! {
     RestoreMethod => "VSS_RESTOREMETHOD_ENUM",
     WriterRestore => "VSS_WRITERRESTORE_ENUM",
     FileRestoreStatus => "VSS_FILE_RESTORE_STATUS",
+    RestoreTarget => "VSS_RESTORE_TARGET",
 }
 
 /// `yes` or `no`.

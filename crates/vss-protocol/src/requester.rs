@@ -42,6 +42,15 @@ pub const METHODS: &[&str] = &[
     "ExposeSnapshot",
     "UnexposeSnapshot",
     "BreakSnapshotSet",
+    "RevertToSnapshot",
+    "SetRestoreState",
+    "SetSelectedForRestore",
+    "SetRestoreOptions",
+    "SetAdditionalRestores",
+    "PreRestore",
+    "AddAlternativeLocationMapping",
+    "SetFileRestoreStatus",
+    "PostRestore",
     "QueryStatus",
     "Wait",
     "Cancel",
@@ -287,6 +296,118 @@ pub struct SetBackupSucceeded {
     pub name: String,
     /// Whether its backup succeeded.
     pub succeeded: bool,
+}
+
+/// SetRestoreState parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetRestoreState {
+    /// `VSS_RESTORE_TYPE` name (`VSS_RTYPE_BY_COPY`, `VSS_RTYPE_IMPORT`, `VSS_RTYPE_OTHER`).
+    pub restore_type: String,
+}
+
+/// SetSelectedForRestore parameters (with `instanceId`: SetSelectedForRestoreEx).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetSelectedForRestore {
+    /// Writer class id.
+    pub writer_id: String,
+    /// Component type name.
+    pub component_type: String,
+    /// Logical path; null or "" at the root.
+    #[serde(default)]
+    pub logical_path: Option<String>,
+    /// Component name.
+    pub name: String,
+    /// Selected or not.
+    pub selected: bool,
+    /// The live writer instance that restores it (restore with move); default: the writer's.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+}
+
+/// SetRestoreOptions parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetRestoreOptions {
+    /// Writer class id.
+    pub writer_id: String,
+    /// Component type name.
+    pub component_type: String,
+    /// Logical path; null or "" at the root.
+    #[serde(default)]
+    pub logical_path: Option<String>,
+    /// Component name.
+    pub name: String,
+    /// Writer-private restore options.
+    pub options: String,
+}
+
+/// SetAdditionalRestores parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetAdditionalRestores {
+    /// Writer class id.
+    pub writer_id: String,
+    /// Component type name.
+    pub component_type: String,
+    /// Logical path; null or "" at the root.
+    #[serde(default)]
+    pub logical_path: Option<String>,
+    /// Component name.
+    pub name: String,
+    /// More restores (incremental, differential) follow.
+    pub additional: bool,
+}
+
+/// AddAlternativeLocationMapping parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddAlternativeLocationMapping {
+    /// Writer class id.
+    pub writer_id: String,
+    /// Component type name.
+    pub component_type: String,
+    /// Logical path; null or "" at the root.
+    #[serde(default)]
+    pub logical_path: Option<String>,
+    /// Component name.
+    pub name: String,
+    /// The file set's original directory (absolute).
+    pub path: String,
+    /// Its file specification.
+    pub filespec: String,
+    /// Whether it includes subdirectories.
+    pub recursive: bool,
+    /// Where its files were restored (absolute).
+    pub destination: String,
+}
+
+/// SetFileRestoreStatus parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetFileRestoreStatus {
+    /// Writer class id.
+    pub writer_id: String,
+    /// Component type name.
+    pub component_type: String,
+    /// Logical path; null or "" at the root.
+    #[serde(default)]
+    pub logical_path: Option<String>,
+    /// Component name.
+    pub name: String,
+    /// `VSS_RS_ALL`, `VSS_RS_NONE` or `VSS_RS_FAILED`.
+    pub status: String,
+}
+
+/// RevertToSnapshot parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevertToSnapshot {
+    /// The persistent snapshot to revert its volume to.
+    pub snapshot_id: String,
+    /// Revert even if the volume is in use (its mount is lazily detached and mounted again).
+    pub force_dismount: bool,
 }
 
 /// One writer's status (`GetWriterStatus`).

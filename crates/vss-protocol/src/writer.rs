@@ -78,6 +78,35 @@ pub struct EventComponent {
     /// BackupComplete only: the flag the requester set with SetBackupSucceeded (false if never).
     #[serde(default)]
     pub backup_succeeded: Option<bool>,
+    /// Restore events: the requester's restore options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_options: Option<String>,
+    /// Restore events: more restores follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_restores: Option<bool>,
+    /// PostRestore: how the file copy went (null: the requester never said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_restore_status: Option<vss_model::FileRestoreStatus>,
+    /// Restore events: where the files go (null: the original location).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_target: Option<vss_model::RestoreTarget>,
+    /// Restore events: file sets restored to other directories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternate_locations: Option<Vec<AlternateLocation>>,
+}
+
+/// A file set restored to another directory (AddAlternativeLocationMapping).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AlternateLocation {
+    /// The file set's original directory.
+    pub path: String,
+    /// Its file specification.
+    pub filespec: String,
+    /// Whether it includes subdirectories.
+    pub recursive: bool,
+    /// Where its files were restored.
+    pub destination: String,
 }
 
 /// The parameters of every event but Identify and BackupShutdown.

@@ -162,6 +162,26 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// UnexposeSnapshot: undoes `expose`. An exposure that is already gone is success.
     fn unexpose(&self, snapshot: &CommittedSnapshot, exposure: &Exposure) -> Result<(), VssError>;
 
+    /// RevertToSnapshot: makes `volume` (the snapshot's original volume) hold the snapshot's
+    /// contents again. The snapshot itself stays. `force_dismount`: go on even if the volume is
+    /// mounted and must be mounted again. Providers that cannot: `E_NOTIMPL`.
+    fn revert(
+        &self,
+        snapshot: &CommittedSnapshot,
+        volume: &Path,
+        force_dismount: bool,
+    ) -> Result<(), VssError> {
+        let _ = (volume, force_dismount);
+        Err(VssError::new(
+            vss_model::ErrorCode::NotImpl,
+            format!(
+                "the {} provider cannot revert a volume to a snapshot (snapshot {}); only btrfs can",
+                self.info().name,
+                snapshot.snapshot_id
+            ),
+        ))
+    }
+
     /// BreakSnapshotSet for one snapshot: the provider forgets it and leaves the copy to the
     /// administrator. Only hardware-type providers can; the others refuse with
     /// VSS_E_PROVIDER_VETO.

@@ -892,3 +892,543 @@ fn components_per_session_are_limited() {
     let e = add(&mut s, crate::MAX_COMPONENTS_PER_SESSION).unwrap_err();
     assert_eq!(e.code, ErrorCode::OutOfMemory);
 }
+
+// ------------------------------------------------------------------------------------------------
+// Restore sessions (vss-model.md §2.2 (f), §2.4, §3)
+
+/// The instance that made the backup; the live writer of the same class has instance I1.
+const OLD: u128 = 0xDEAD;
+
+/// A BCD saved by a backup of writer W1 (instance OLD): components db and set.
+fn saved_bcd() -> BackupComponents {
+    let mut b = BackupComponents {
+        select_components: true,
+        backup_type: Some(FULL),
+        ..Default::default()
+    };
+    b.writers.push(WriterComponents {
+        writer_id: Id::from_u128(W1),
+        instance_id: Id::from_u128(OLD),
+        components: vec![
+            BcdComponent::new(ComponentType::FileGroup, "", "db"),
+            BcdComponent::new(ComponentType::FileGroup, "", "set"),
+        ],
+    });
+    b
+}
+
+/// One step of a scripted restore session.
+#[derive(Debug, Clone, Copy)]
+enum R {
+    Init,
+    InitBackup,
+    Type(RestoreType),
+    /// GatherWriterMetadata, finished: W1 (instance I1, `writerRestore` as given) and W2.
+    Gather(WriterRestore),
+    Sel(&'static str, bool),
+    /// SetSelectedForRestoreEx naming an instance.
+    SelEx(&'static str, u128),
+    /// SetSelectedForRestore for a writer class that is not running.
+    SelOther,
+    Opts(&'static str),
+    More(&'static str),
+    Pre(bool),
+    PreRunning,
+    Alt(&'static str, &'static str),
+    Status(&'static str, FileRestoreStatus),
+    Post(bool),
+    GatherStatus,
+    /// A backup call, to see it refused.
+    Backup(Call),
+}
+
+fn rc(name: &'static str) -> RestoreComponent<'static> {
+    RestoreComponent {
+        writer_id: Id::from_u128(W1),
+        instance_id: None,
+        component_type: ComponentType::FileGroup,
+        logical_path: "",
+        name,
+    }
+}
+
+fn run_r(s: &mut Session, a: R) -> Result<(), ErrorCode> {
+    let r = match a {
+        R::Init => s.initialize_for_restore(saved_bcd()),
+        R::InitBackup => s.initialize_for_backup(None),
+        R::Type(t) => s.set_restore_state(t),
+        R::Gather(wr) => s.begin(OpKind::GatherWriterMetadata).map(|_| {
+            let mut w = writer(W1, I1);
+            w.metadata.writer_restore = wr;
+            s.set_writers(vec![w, writer(0x2222, 0xBBBB)]);
+            s.finish(OpKind::GatherWriterMetadata, true);
+        }),
+        R::Sel(name, on) => s.set_selected_for_restore(rc(name), on),
+        R::SelEx(name, i) => s.set_selected_for_restore(
+            RestoreComponent {
+                instance_id: Some(Id::from_u128(i)),
+                ..rc(name)
+            },
+            true,
+        ),
+        R::SelOther => s.set_selected_for_restore(
+            RestoreComponent {
+                writer_id: Id::from_u128(0x9999),
+                ..rc("db")
+            },
+            true,
+        ),
+        R::Opts(name) => s.set_restore_options(rc(name), "opt"),
+        R::More(name) => s.set_additional_restores(rc(name), true),
+        R::Pre(ok) => s
+            .begin(OpKind::PreRestore)
+            .map(|_| s.finish(OpKind::PreRestore, ok)),
+        R::PreRunning => s.begin(OpKind::PreRestore),
+        R::Alt(path, dest) => s.add_alternative_location_mapping(
+            rc("db"),
+            AlternateLocation {
+                path: path.into(),
+                filespec: "*".into(),
+                recursive: true,
+                destination: dest.into(),
+            },
+        ),
+        R::Status(name, st) => s.set_file_restore_status(rc(name), st),
+        R::Post(ok) => s
+            .begin(OpKind::PostRestore)
+            .map(|_| s.finish(OpKind::PostRestore, ok)),
+        R::GatherStatus => s
+            .begin(OpKind::GatherWriterStatus)
+            .map(|_| s.finish(OpKind::GatherWriterStatus, true)),
+        R::Backup(call) => s.check(call),
+    };
+    r.map_err(|e| e.code)
+}
+
+fn restore_after(prefix: &[R]) -> Session {
+    let mut s = Session::new();
+    for a in prefix {
+        run_r(&mut s, *a).unwrap_or_else(|e| panic!("prefix step {a:?} failed with {}", e.name()));
+    }
+    s
+}
+
+const ALWAYS: WriterRestore = WriterRestore::Always;
+const TO_GATHER: &[R] = &[R::Init, R::Gather(ALWAYS)];
+const TO_PRE: &[R] = &[R::Init, R::Gather(ALWAYS), R::Sel("db", true), R::Pre(true)];
+const TO_POST: &[R] = &[
+    R::Init,
+    R::Gather(ALWAYS),
+    R::Sel("db", true),
+    R::Pre(true),
+    R::Status("db", FileRestoreStatus::All),
+    R::Post(true),
+];
+
+type RRow = (&'static str, &'static [R], R, Result<(), ErrorCode>);
+
+#[test]
+fn restore_call_order_table() {
+    use FileRestoreStatus as S;
+    let ok = Ok(());
+    let table: &[RRow] = &[
+        // Set-up.
+        (
+            "restore state first",
+            &[R::Init],
+            R::Type(RestoreType::ByCopy),
+            ok,
+        ),
+        (
+            "restore state undefined",
+            &[R::Init],
+            R::Type(RestoreType::Undefined),
+            Err(InvalidArg),
+        ),
+        (
+            "restore state after gather",
+            TO_GATHER,
+            R::Type(RestoreType::Import),
+            ok,
+        ),
+        (
+            "restore state after PreRestore",
+            TO_PRE,
+            R::Type(RestoreType::ByCopy),
+            Err(BadState),
+        ),
+        (
+            "restore state in a backup",
+            &[R::InitBackup],
+            R::Type(RestoreType::ByCopy),
+            Err(BadState),
+        ),
+        (
+            "restore state before init",
+            &[],
+            R::Type(RestoreType::ByCopy),
+            Err(BadState),
+        ),
+        // Selection: after GatherWriterMetadata, before PreRestore.
+        (
+            "select before gather",
+            &[R::Init],
+            R::Sel("db", true),
+            Err(BadState),
+        ),
+        ("select", TO_GATHER, R::Sel("db", true), ok),
+        ("unselect", TO_GATHER, R::Sel("db", false), ok),
+        (
+            "select a component not in the BCD",
+            TO_GATHER,
+            R::Sel("logs", true),
+            Err(ObjectNotFound),
+        ),
+        (
+            "select for a writer not running",
+            TO_GATHER,
+            R::SelOther,
+            Err(ObjectNotFound),
+        ),
+        (
+            "select with the live instance",
+            TO_GATHER,
+            R::SelEx("db", I1),
+            ok,
+        ),
+        (
+            "select with an instance not running",
+            TO_GATHER,
+            R::SelEx("db", 0x7777),
+            Err(ObjectNotFound),
+        ),
+        (
+            "select after PreRestore",
+            TO_PRE,
+            R::Sel("set", true),
+            Err(BadState),
+        ),
+        (
+            "select in a backup",
+            &[R::InitBackup],
+            R::Sel("db", true),
+            Err(BadState),
+        ),
+        ("options", TO_GATHER, R::Opts("db"), ok),
+        (
+            "options of an unknown component",
+            TO_GATHER,
+            R::Opts("nope"),
+            Err(ObjectNotFound),
+        ),
+        (
+            "options after PreRestore",
+            TO_PRE,
+            R::Opts("db"),
+            Err(BadState),
+        ),
+        ("additional restores", TO_GATHER, R::More("set"), ok),
+        (
+            "additional restores after PreRestore",
+            TO_PRE,
+            R::More("db"),
+            Err(BadState),
+        ),
+        (
+            "additional restores in a backup",
+            &[R::InitBackup],
+            R::More("db"),
+            Err(BadState),
+        ),
+        // PreRestore.
+        (
+            "PreRestore before gather",
+            &[R::Init],
+            R::Pre(true),
+            Err(BadState),
+        ),
+        (
+            "PreRestore",
+            &[R::Init, R::Gather(ALWAYS), R::Sel("db", true)],
+            R::Pre(true),
+            ok,
+        ),
+        (
+            "PreRestore with nothing selected",
+            TO_GATHER,
+            R::Pre(true),
+            ok,
+        ),
+        ("PreRestore twice", TO_PRE, R::Pre(true), Err(BadState)),
+        (
+            "PreRestore in a backup",
+            &[R::InitBackup],
+            R::Pre(true),
+            Err(BadState),
+        ),
+        // Between PreRestore and PostRestore.
+        (
+            "file status before PreRestore",
+            TO_GATHER,
+            R::Status("db", S::All),
+            Err(BadState),
+        ),
+        (
+            "file status while PreRestore runs",
+            &[R::Init, R::Gather(ALWAYS), R::PreRunning],
+            R::Status("db", S::All),
+            Err(BadState),
+        ),
+        ("file status", TO_PRE, R::Status("db", S::All), ok),
+        ("file status failed", TO_PRE, R::Status("db", S::Failed), ok),
+        (
+            "file status undefined",
+            TO_PRE,
+            R::Status("db", S::Undefined),
+            Err(InvalidArg),
+        ),
+        (
+            "file status of an unknown component",
+            TO_PRE,
+            R::Status("nope", S::All),
+            Err(ObjectNotFound),
+        ),
+        (
+            "file status after PostRestore",
+            TO_POST,
+            R::Status("db", S::All),
+            Err(BadState),
+        ),
+        (
+            "file status after a failed PreRestore",
+            &[R::Init, R::Gather(ALWAYS), R::Pre(false)],
+            R::Status("db", S::All),
+            Err(BadState),
+        ),
+        ("mapping", TO_PRE, R::Alt("/var/lib/db", "/restore/db"), ok),
+        (
+            "mapping to a relative path",
+            TO_PRE,
+            R::Alt("/var/lib/db", "restore/db"),
+            Err(InvalidArg),
+        ),
+        (
+            "mapping with ..",
+            TO_PRE,
+            R::Alt("/var/lib/../db", "/restore"),
+            Err(InvalidArg),
+        ),
+        (
+            "mapping before PreRestore",
+            TO_GATHER,
+            R::Alt("/a", "/b"),
+            Err(BadState),
+        ),
+        (
+            "mapping after PostRestore",
+            TO_POST,
+            R::Alt("/a", "/b"),
+            Err(BadState),
+        ),
+        // PostRestore.
+        (
+            "PostRestore before PreRestore",
+            TO_GATHER,
+            R::Post(true),
+            Err(BadState),
+        ),
+        (
+            "PostRestore while PreRestore runs",
+            &[R::Init, R::Gather(ALWAYS), R::PreRunning],
+            R::Post(true),
+            Err(BadState),
+        ),
+        ("PostRestore", TO_PRE, R::Post(true), ok),
+        ("PostRestore twice", TO_POST, R::Post(true), Err(BadState)),
+        (
+            "PostRestore after a failed PreRestore",
+            &[R::Init, R::Gather(ALWAYS), R::Pre(false)],
+            R::Post(true),
+            Err(BadState),
+        ),
+        (
+            "PostRestore in a backup",
+            &[R::InitBackup],
+            R::Post(true),
+            Err(BadState),
+        ),
+        ("status after PostRestore", TO_POST, R::GatherStatus, ok),
+        // Backup-only calls in a restore session.
+        (
+            "SetContext in a restore",
+            TO_GATHER,
+            R::Backup(Call::SetContext),
+            Err(BadState),
+        ),
+        (
+            "SetBackupState in a restore",
+            TO_GATHER,
+            R::Backup(Call::SetBackupState),
+            Err(BadState),
+        ),
+        (
+            "AddComponent in a restore",
+            TO_GATHER,
+            R::Backup(Call::AddComponent),
+            Err(BadState),
+        ),
+        (
+            "StartSnapshotSet in a restore",
+            TO_GATHER,
+            R::Backup(Call::StartSnapshotSet),
+            Err(BadState),
+        ),
+        (
+            "AddToSnapshotSet in a restore",
+            TO_GATHER,
+            R::Backup(Call::AddToSnapshotSet),
+            Err(BadState),
+        ),
+        (
+            "PrepareForBackup in a restore",
+            TO_GATHER,
+            R::Backup(Call::PrepareForBackup),
+            Err(BadState),
+        ),
+        (
+            "DoSnapshotSet in a restore",
+            TO_PRE,
+            R::Backup(Call::DoSnapshotSet),
+            Err(BadState),
+        ),
+        (
+            "SetBackupSucceeded in a restore",
+            TO_PRE,
+            R::Backup(Call::SetBackupSucceeded),
+            Err(BadState),
+        ),
+        (
+            "BackupComplete in a restore",
+            TO_POST,
+            R::Backup(Call::BackupComplete),
+            Err(BadState),
+        ),
+        (
+            "AbortBackup in a restore",
+            TO_PRE,
+            R::Backup(Call::AbortBackup),
+            Err(BadState),
+        ),
+        (
+            "RevertToSnapshot in a restore",
+            TO_GATHER,
+            R::Backup(Call::RevertToSnapshot),
+            Err(BadState),
+        ),
+        (
+            "SaveAsXml in a restore",
+            TO_POST,
+            R::Backup(Call::SaveAsXml),
+            ok,
+        ),
+    ];
+    for (name, prefix, call, expected) in table {
+        let mut s = restore_after(prefix);
+        let got = run_r(&mut s, *call);
+        assert_eq!(
+            got.map_err(|c| c.name()),
+            expected.map_err(|c| c.name()),
+            "row '{name}'"
+        );
+    }
+}
+
+/// Who gets PreRestore and PostRestore: writers with a component selected for restore, as
+/// their `writerRestore` says; the events carry the selected components only; no
+/// BackupShutdown for a restore.
+#[test]
+fn restore_participants_follow_selection_and_writer_restore() {
+    let gets = |wr: WriterRestore, status: Option<FileRestoreStatus>| {
+        let mut s = restore_after(&[R::Init, R::Gather(wr), R::Sel("db", true)]);
+        run_r(&mut s, R::Pre(true)).unwrap();
+        let pre = s.writers[0].receives(WriterEvent::PreRestore);
+        let other = s.writers[1].receives(WriterEvent::PreRestore);
+        assert!(!other, "a writer with nothing selected gets no PreRestore");
+        if let Some(st) = status {
+            run_r(&mut s, R::Status("db", st)).unwrap();
+        }
+        s.begin(OpKind::PostRestore).unwrap();
+        let post = s.writers[0].receives(WriterEvent::PostRestore);
+        assert!(!s.writers[1].receives(WriterEvent::PostRestore));
+        assert!(!s.needs_backup_shutdown());
+        (pre, post)
+    };
+    use FileRestoreStatus as S;
+    assert_eq!(gets(WriterRestore::Always, Some(S::All)), (true, true));
+    assert_eq!(gets(WriterRestore::Undefined, None), (true, true));
+    assert_eq!(gets(WriterRestore::Never, Some(S::Failed)), (false, false));
+    assert_eq!(
+        gets(WriterRestore::IfReplaceFails, Some(S::All)),
+        (false, false)
+    );
+    assert_eq!(
+        gets(WriterRestore::IfReplaceFails, Some(S::Failed)),
+        (false, true)
+    );
+    assert_eq!(gets(WriterRestore::IfReplaceFails, None), (false, true));
+
+    // Nothing selected: nobody.
+    let mut s = restore_after(&[R::Init, R::Gather(ALWAYS)]);
+    run_r(&mut s, R::Pre(true)).unwrap();
+    assert!(
+        s.writers
+            .iter()
+            .all(|w| !w.receives(WriterEvent::PreRestore))
+    );
+
+    // The events carry the selected components, with what the requester set.
+    let mut s = restore_after(&[
+        R::Init,
+        R::Gather(ALWAYS),
+        R::Sel("db", true),
+        R::Opts("db"),
+    ]);
+    run_r(&mut s, R::Pre(true)).unwrap();
+    run_r(&mut s, R::Alt("/data", "/restore")).unwrap();
+    let comps = s.restore_event_components(Id::from_u128(I1));
+    assert_eq!(comps.len(), 1);
+    assert_eq!(comps[0].name, "db");
+    assert_eq!(comps[0].restore_options.as_deref(), Some("opt"));
+    assert_eq!(comps[0].restore_target, Some(RestoreTarget::Alternate));
+    assert_eq!(comps[0].alternate_locations[0].destination, "/restore");
+    assert!(s.restore_event_components(Id::from_u128(0xBBBB)).is_empty());
+
+    // SetSelectedForRestoreEx moves the component to the named live instance.
+    let mut s = restore_after(&[R::Init, R::Gather(ALWAYS)]);
+    run_r(&mut s, R::SelEx("db", I1)).unwrap();
+    assert_eq!(s.bcd.writers[0].instance_id, Id::from_u128(I1));
+}
+
+/// A writer that fails PreRestore ends FAILED_AT_PRE_RESTORE and gets no PostRestore; one
+/// that fails PostRestore ends FAILED_AT_POST_RESTORE.
+#[test]
+fn restore_failures_are_recorded_per_event() {
+    let mut s = restore_after(&[R::Init, R::Gather(ALWAYS), R::Sel("db", true)]);
+    s.begin(OpKind::PreRestore).unwrap();
+    s.writers[0].record(
+        WriterEvent::PreRestore,
+        EventOutcome::Failed(VssError::new(ErrorCode::WriterErrorRetryable, "busy")),
+    );
+    s.finish(OpKind::PreRestore, true);
+    assert_eq!(s.writers[0].state, WriterState::FailedAtPreRestore);
+    s.begin(OpKind::PostRestore).unwrap();
+    assert!(!s.writers[0].receives(WriterEvent::PostRestore));
+
+    let mut s = restore_after(&[R::Init, R::Gather(ALWAYS), R::Sel("db", true), R::Pre(true)]);
+    s.begin(OpKind::PostRestore).unwrap();
+    s.writers[0].record(
+        WriterEvent::PostRestore,
+        EventOutcome::NotResponding("no reply".into()),
+    );
+    assert_eq!(s.writers[0].state, WriterState::FailedAtPostRestore);
+}

@@ -36,6 +36,11 @@ pub fn event(set: &str) -> EventParams {
             backup_stamp: None,
             backup_metadata: None,
             backup_succeeded: None,
+            restore_options: None,
+            additional_restores: None,
+            file_restore_status: None,
+            restore_target: None,
+            alternate_locations: None,
         }]),
     }
 }
