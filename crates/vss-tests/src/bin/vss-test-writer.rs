@@ -68,6 +68,10 @@ struct Args {
     #[arg(long, value_name = "LEVEL", default_value = "front-end", value_parser = parse_level)]
     level: ApplicationLevel,
 
+    /// The writerRestore it declares: never, if-replace-fails or always.
+    #[arg(long, value_name = "WHEN", default_value = "always", value_parser = parse_writer_restore)]
+    writer_restore: WriterRestore,
+
     /// The Freeze→Thaw window in ms; the SDK aborts the writer when Thaw does not come in time.
     #[arg(long, value_name = "N", default_value_t = 60_000)]
     freeze_timeout_ms: u64,
@@ -126,6 +130,17 @@ struct Args {
     /// in ns since the epoch. A failed write is reported on stderr and retried.
     #[arg(long, value_name = "FILE")]
     write_continuously: Option<PathBuf>,
+}
+
+fn parse_writer_restore(s: &str) -> Result<WriterRestore, String> {
+    match s {
+        "never" => Ok(WriterRestore::Never),
+        "if-replace-fails" => Ok(WriterRestore::IfReplaceFails),
+        "always" => Ok(WriterRestore::Always),
+        other => WriterRestore::from_name(other).ok_or_else(|| {
+            format!("'{other}' is not a writerRestore: use never, if-replace-fails or always")
+        }),
+    }
 }
 
 fn parse_level(s: &str) -> Result<ApplicationLevel, String> {
@@ -580,7 +595,7 @@ fn main() -> std::process::ExitCode {
         application_level: args.level,
         freeze_timeout_ms: args.freeze_timeout_ms,
         restore_method: RestoreMethod::RestoreIfCanReplace,
-        writer_restore: WriterRestore::Always,
+        writer_restore: args.writer_restore,
         restore_service: None,
         backup_schema: 0,
         version: Some(env!("CARGO_PKG_VERSION").to_owned()),
