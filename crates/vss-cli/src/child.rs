@@ -12,6 +12,9 @@
 //! With `vss backup --in-place` ([`inplace`]) the command runs in a private mount namespace
 //! where each snapshot is mounted read-only over its original volume; `VSS_SNAPSHOT_i` and
 //! `{snapshot}` are then the original paths.
+//!
+//! `vss restore` runs its COMMAND the same way ([`run_env`]) with an environment of its own and
+//! no placeholder (there is no snapshot).
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
@@ -96,12 +99,13 @@ pub async fn run(
     json: bool,
     signals: &Signals,
 ) -> Result<u8, CliError> {
-    run_with(argv, set_id, snaps, json, signals, false).await
+    run_with(argv, set_id, snaps, json, signals, false, &[]).await
 }
 
 /// [`run`], or with `in_place` in a private mount namespace where every snapshot covers its
 /// original volume read-only ([`inplace`]); a failure to make that namespace is an error (exit
-/// code 7), and the command does not run.
+/// code 7), and the command does not run. `extra` is added to the environment (e.g. `VSS_BCD`
+/// of `vss backup --save-bcd`).
 pub async fn run_with(
     argv: &[OsString],
     set_id: Uuid,
@@ -109,6 +113,7 @@ pub async fn run_with(
     json: bool,
     signals: &Signals,
     in_place: bool,
+    extra: &[(String, String)],
 ) -> Result<u8, CliError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(CliError::usage("no command given after --"));
@@ -135,11 +140,38 @@ pub async fn run_with(
         .first()
         .map(|s| OsString::from(&s.path))
         .unwrap_or_default();
-    let mut cmd = tokio::process::Command::new(program);
+    let mut cmd = command(program, json)?;
     cmd.args(args.iter().map(|a| substitute(a, &first)))
         .envs(environment(set_id, snaps))
-        .stdin(Stdio::inherit())
-        .stderr(Stdio::inherit());
+        .envs(extra.iter().cloned());
+    let report = match plan {
+        Some(p) => Some(p.install(&mut cmd)?),
+        None => None,
+    };
+    spawn_and_wait(cmd, program, report, signals).await
+}
+
+/// Runs `argv` with `env` added to the environment, as [`run`] does but without snapshots and
+/// without `{snapshot}` placeholders (`vss restore`).
+pub async fn run_env(
+    argv: &[OsString],
+    env: &[(String, String)],
+    json: bool,
+    signals: &Signals,
+) -> Result<u8, CliError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(CliError::usage("no command given after --"));
+    };
+    let mut cmd = command(program, json)?;
+    cmd.args(args).envs(env.iter().cloned());
+    spawn_and_wait(cmd, program, None, signals).await
+}
+
+/// The command with `vss`'s standard input and error, and its standard output (or with `--json`
+/// its standard error, so that stdout stays one JSON document).
+fn command(program: &OsStr, json: bool) -> Result<tokio::process::Command, CliError> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.stdin(Stdio::inherit()).stderr(Stdio::inherit());
     if json {
         let fd = std::io::stderr()
             .as_fd()
@@ -149,10 +181,17 @@ pub async fn run_with(
     } else {
         cmd.stdout(Stdio::inherit());
     }
-    let report = match plan {
-        Some(p) => Some(p.install(&mut cmd)?),
-        None => None,
-    };
+    Ok(cmd)
+}
+
+/// Starts `cmd`, forwards SIGTERM/SIGHUP to it while it runs, and returns its exit code (126 or
+/// 127 when it cannot be started, like a shell; an in-place namespace that failed is an error).
+async fn spawn_and_wait(
+    mut cmd: tokio::process::Command,
+    program: &OsStr,
+    report: Option<inplace::Report>,
+    signals: &Signals,
+) -> Result<u8, CliError> {
     let shown = program.to_string_lossy();
     let mut child = match cmd.spawn() {
         Ok(c) => c,

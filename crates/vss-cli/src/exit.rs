@@ -8,13 +8,13 @@
 //! | 0 | success |
 //! | 2 | usage error (bad or missing arguments; clap's own code) |
 //! | 3 | no such volume, snapshot, set, writer, component or provider; or the volume is not supported |
-//! | 4 | a selected writer failed (the snapshot may still have been made) |
+//! | 4 | a selected writer failed (the snapshot may still have been made; restore: PreRestore or PostRestore) |
 //! | 5 | the snapshot set could not be made |
 //! | 6 | vssd is unreachable and the engine cannot run in this process (embedded mode) |
 //! | 7 | any other VSS error, or a broken conversation with the engine |
 //!
 //! `vss` itself never exits with 1, so `vss backup ... -- false` exiting 1 can only be the
-//! command's status, which `backup` and `create ... -- COMMAND` pass through.
+//! command's status, which `backup`, `restore` and `create ... -- COMMAND` pass through.
 
 use std::fmt;
 
@@ -36,9 +36,10 @@ pub const SNAPSHOT_FAILED: u8 = 5;
 pub const UNREACHABLE: u8 = 6;
 /// Any other VSS error.
 pub const OTHER: u8 = 7;
-/// The command `backup` and `create` run was not found (the shell's convention).
+/// The command `backup`, `restore` and `create` run was not found (the shell's convention).
 pub const COMMAND_NOT_FOUND: u8 = 127;
-/// The command `backup` and `create` run could not be executed (the shell's convention).
+/// The command `backup`, `restore` and `create` run could not be executed (the shell's
+/// convention).
 pub const COMMAND_NOT_EXECUTABLE: u8 = 126;
 
 /// The exit-code table as `vss --help` prints it after the options.
@@ -48,12 +49,13 @@ Exit status:
   2    usage error (bad or missing arguments)
   3    no such volume, snapshot, set, writer, component or provider, or the volume is not
        supported by any provider
-  4    a selected writer failed (vss backup / create: the snapshot may still have been made)
+  4    a selected writer failed (vss backup / create: the snapshot may still have been made;
+       vss restore: PreRestore, and the COMMAND did not run, or PostRestore)
   5    the snapshot set could not be made
   6    vssd is unreachable and the engine cannot run in this process (embedded mode)
-  7    any other VSS error
-  backup, and create with a COMMAND, exit with the COMMAND's own status when it ran and
-  failed (126/127: it could not be executed / was not found; 128+N: killed by signal N).
+  7    any other VSS error (vss restore: the file is not a Backup Components Document)
+  backup, restore, and create with a COMMAND, exit with the COMMAND's own status when it ran
+  and failed (126/127: it could not be executed / was not found; 128+N: killed by signal N).
   vss never exits with 1 by itself.
 
 Environment: VSS_SOCKET, VSS_WRITERS_DIR, VSS_STATE_DIR, VSS_RUN_DIR, VSS_LOCK_FILE (the

@@ -6,7 +6,9 @@
 //! vss delete --shadow ID | --set ID | --volume V (--oldest | --all)
 //! vss expose ID PATH
 //! vss unexpose ID|PATH
-//! vss backup [--type T] [--component WRITER:PATH]... VOLUME... -- COMMAND [ARG...]
+//! vss backup [--type T] [--component WRITER:PATH]... [--save-bcd FILE] [--save-dir DIR]
+//!            VOLUME... -- COMMAND [ARG...]
+//! vss restore --bcd FILE [--component WRITER:PATH]... [--mapping FROM=TO]... -- COMMAND [ARG...]
 //! vss watch [--count N]
 //! vss completions bash|zsh|fish|elvish|powershell
 //! vss man [--dir DIR]
@@ -23,7 +25,8 @@
 //!
 //! - `commands/`: one module per subcommand.
 //! - [`sequence`]: the requester sequence `create` and `backup` share; [`select`]: which
-//!   components they include; [`child`]: running the backup program.
+//!   components they include; [`child`]: running the backup (and restore) program;
+//!   [`saved`]: the documents a backup keeps for `restore`.
 //! - [`connection`]: vssd or the embedded engine; [`raw`]: calls the requester library does not
 //!   offer yet (vss.Admin, expose, delete by volume).
 //! - [`output`]: human and JSON output; [`progress`]: the spinner; [`signals`]: SIGINT/SIGTERM.
@@ -42,6 +45,7 @@ mod inplace;
 mod output;
 mod progress;
 mod raw;
+mod saved;
 mod select;
 mod sequence;
 mod signals;

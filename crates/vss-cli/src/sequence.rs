@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use uuid::Uuid;
-use vss_client::{BackupComponents, BackupType, ClientError, SnapshotProperties, WriterStatus};
+use vss_client::{
+    BackupComponents, BackupType, ClientError, SnapshotProperties, WriterMetadata, WriterStatus,
+};
 use vss_model::attr;
 use vss_protocol::admin::Provider;
 
@@ -81,6 +83,8 @@ pub struct MadeSet {
     pub snapshots: Vec<Snapshot>,
     /// The included components.
     pub selected: Vec<Selected>,
+    /// The writers' metadata (GatherWriterMetadata), empty without writers.
+    pub writers: Vec<WriterMetadata>,
     /// Whether writers take part.
     pub with_writers: bool,
 }
@@ -145,6 +149,7 @@ pub async fn make_set(
     let with_writers = plan.with_writers();
     out.set("context", json!(plan.context));
     let mut selected = Vec::new();
+    let mut writers = Vec::new();
     if with_writers {
         bc.set_backup_state(true, false, plan.backup_type, false)
             .await?;
@@ -152,7 +157,7 @@ pub async fn make_set(
             .await?
             .await
             .map_err(|e| CliError::from_client(e).context("GatherWriterMetadata"))?;
-        let writers = bc.get_writer_metadata().await?;
+        writers = bc.get_writer_metadata().await?;
         let volumes: Vec<PathBuf> = plan
             .volumes
             .iter()
@@ -275,6 +280,7 @@ pub async fn make_set(
         set_id,
         snapshots,
         selected,
+        writers,
         with_writers,
     })
 }

@@ -655,3 +655,46 @@ fn image_volumes_with_vssd() {
 fn image_volumes_embedded() {
     image_volumes(Mode::Embedded);
 }
+
+/// `vss revert`: a persistent snapshot of a subvolume brings its contents back; a snapshot that
+/// is not persistent is refused with VSS_E_UNSUPPORTED_CONTEXT; an id that is not one is a
+/// usage error.
+fn revert(mode: Mode) {
+    let Some(env) = Env::new(mode) else {
+        return;
+    };
+    let sub = env.fs.create_subvolume("app");
+    std::fs::write(sub.join("state"), "v1").unwrap();
+    let vol = sub.to_str().unwrap().to_owned();
+    let v = env.vss_json(&["create", "--persistent", &vol], 0);
+    let id = as_str(&v["snapshots"][0]["snapshotId"]).to_owned();
+    std::fs::write(sub.join("state"), "v2").unwrap();
+    std::fs::write(sub.join("later"), "x").unwrap();
+
+    let v = env.vss_json(&["revert", &id], 0);
+    assert_eq!(v["volume"], vol.as_str(), "{v}");
+    assert_eq!(std::fs::read_to_string(sub.join("state")).unwrap(), "v1");
+    assert!(!sub.join("later").exists(), "a file made after the snapshot survived");
+    // The snapshot stays: reverting again works.
+    std::fs::write(sub.join("state"), "v3").unwrap();
+    let r = env.vss(&["revert", &format!("{{{id}}}")]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("reverted to shadow copy"), "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(sub.join("state")).unwrap(), "v1");
+
+    let r = env.vss(&["revert", "not-an-id"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("vss list shadows"), "{}", r.stderr);
+    let r = env.vss(&["revert", &uuid::Uuid::new_v4().to_string()]);
+    r.expect_code(3);
+}
+
+#[test]
+fn revert_with_vssd() {
+    revert(Mode::Daemon);
+}
+
+#[test]
+fn revert_embedded() {
+    revert(Mode::Embedded);
+}

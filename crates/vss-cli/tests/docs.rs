@@ -74,6 +74,7 @@ fn the_subcommands_are_the_expected_ones() {
         "expose",
         "unexpose",
         "backup",
+        "restore",
         "watch",
         "completions",
         "man",
@@ -171,6 +172,14 @@ fn man_dir_writes_one_page_per_subcommand() {
     assert_eq!(written, want, "no page for hidden commands or help");
     let backup = std::fs::read_to_string(out.join("vss-backup.1")).unwrap();
     assert!(backup.contains("\\-\\-component"), "{backup}");
+    assert!(backup.contains("\\-\\-save\\-bcd"), "{backup}");
+    let restore = std::fs::read_to_string(out.join("vss-restore.1")).unwrap();
+    for option in ["\\-\\-bcd", "\\-\\-mapping", "VSS_MAPPING_COUNT"] {
+        assert!(
+            restore.contains(option),
+            "vss-restore.1 lacks {option}:\n{restore}"
+        );
+    }
     assert!(backup.contains(env!("CARGO_PKG_VERSION")), "{backup}");
 }
 

@@ -71,7 +71,7 @@ impl FakeVssd {
     fn start(script: impl Fn(&str, &Value) -> Answer + Send + Sync + 'static) -> FakeVssd {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("vssd.sock");
-        let listener = vss_protocol::transport::Listener::bind(&socket).unwrap();
+        let listener = vss_protocol::transport::Listener::bind(&socket, 0o600).unwrap();
         let log = Arc::new(Mutex::new(Log::default()));
         let script: Script = Arc::new(script);
         let server_log = Arc::clone(&log);

@@ -8,7 +8,6 @@
 //! and return its id at once.
 
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use vss_model::session::RestoreComponent;
@@ -60,13 +59,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             if config.socket.exists() {
                 std::fs::remove_file(&config.socket)?;
             }
-            let listener = transport::Listener::bind(&config.socket)?;
             let mode = if config.socket_group.is_some() {
                 0o660
             } else {
                 0o600
             };
-            std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(mode))?;
+            let listener = transport::Listener::bind(&config.socket, mode)?;
             if let Some(gid) = config.socket_group {
                 rustix::fs::chown(&config.socket, None, Some(rustix::fs::Gid::from_raw(gid)))?;
             }

@@ -570,14 +570,34 @@ impl Session {
                     Ok(())
                 }
             }
-            AddAlternativeLocationMapping | SetFileRestoreStatus => {
-                let name = if call == SetFileRestoreStatus {
-                    "SetFileRestoreStatus"
+            // A mapping may be recorded as soon as the components are known, so that
+            // PreRestore already tells a writer where its files will go (a restore to a new
+            // place); until PostRestore.
+            AddAlternativeLocationMapping => {
+                restore_only("AddAlternativeLocationMapping")?;
+                if self.gather != Step::Done {
+                    Err(bad(
+                        "call GatherWriterMetadata and wait for it before AddAlternativeLocationMapping",
+                    ))
+                } else if self.pre_restore == Step::Running {
+                    Err(bad(
+                        "PreRestore is running: wait for it, then call AddAlternativeLocationMapping",
+                    ))
+                } else if self.pre_restore == Step::Failed {
+                    Err(bad(
+                        "PreRestore failed or was cancelled; AddAlternativeLocationMapping is not allowed: start the restore again",
+                    ))
+                } else if self.post_restore != Step::NotCalled {
+                    Err(bad(
+                        "PostRestore was already called; AddAlternativeLocationMapping is out of sequence",
+                    ))
                 } else {
-                    "AddAlternativeLocationMapping"
-                };
-                restore_only(name)?;
-                self.check_between_restores(name)
+                    Ok(())
+                }
+            }
+            SetFileRestoreStatus => {
+                restore_only("SetFileRestoreStatus")?;
+                self.check_between_restores("SetFileRestoreStatus")
             }
             PostRestore => {
                 restore_only("PostRestore")?;
@@ -1153,9 +1173,10 @@ impl Session {
     }
 
     /// The BCD entry a live writer restores: its own instance's, else (a new process of the
-    /// same writer) the first of its writer class.
+    /// same writer) the first of its writer class that no other live instance restores.
     fn restore_entry(&self, w: &WriterRecord) -> Option<&WriterComponents> {
         let md = &w.metadata;
+        let live = |id: Id| self.writers.iter().any(|x| x.metadata.instance_id == id);
         self.bcd
             .writers
             .iter()
@@ -1164,7 +1185,7 @@ impl Session {
                 self.bcd
                     .writers
                     .iter()
-                    .find(|e| e.writer_id == md.writer_id)
+                    .find(|e| e.writer_id == md.writer_id && !live(e.instance_id))
             })
     }
 

@@ -171,9 +171,32 @@ pub fn from_stream(stream: tokio::net::UnixStream) -> Result<Connection, CallErr
 pub struct Listener(tokio::net::UnixListener);
 
 impl Listener {
-    /// Binds `path` (which must not exist).
-    pub fn bind(path: &Path) -> std::io::Result<Listener> {
-        tokio::net::UnixListener::bind(path).map(Listener)
+    /// Binds `path` (which must not exist) with permissions `mode`. The socket is made under a
+    /// temporary name in the same directory, listening and with its mode set, then renamed into
+    /// place: whoever sees `path` can connect at once (a plain bind shows the file before
+    /// `listen`, and a client that connects then is refused).
+    pub fn bind(path: &Path, mode: u32) -> std::io::Result<Listener> {
+        use std::os::unix::fs::PermissionsExt;
+        let name = path.file_name().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not a socket path", path.display()),
+            )
+        })?;
+        let tmp = path.with_file_name(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        let listener = tokio::net::UnixListener::bind(&tmp)?;
+        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(Listener(listener))
     }
 
     /// Takes over a listening socket (socket activation).

@@ -28,6 +28,10 @@
 //!
 //! **Query.** The snapshot subvolumes found in `.vss` of the volume's filesystem (all volumes
 //! of one filesystem share it).
+//!
+//! **Reverting** (RevertToSnapshot) replaces the volume's subvolume by a writable snapshot of
+//! the snapshot, swapped into its place with one `renameat2(RENAME_EXCHANGE)`; see `btrfs/revert.rs`
+//! for the rules (mounts, open files, nested subvolumes, the default subvolume, undo).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -45,6 +49,10 @@ use crate::volume::{
     read_mountinfo,
 };
 use crate::{CommittedSnapshot, Provider, ProviderConfig, ProviderInfo, SnapshotRequest};
+
+mod revert;
+
+pub use revert::{REVERT_TMP_PREFIX, RevertFault};
 
 /// The fixed id of the btrfs provider.
 pub const BTRFS_PROVIDER_ID: Id = Uuid::from_u128(0x0b1a5e5c_8f2e_4c6e_9a41_6c1f0b7e2a01);
@@ -98,14 +106,101 @@ mod sys {
         reserved: [u8; 944],
     }
 
+    /// `struct btrfs_ioctl_ino_lookup_args`.
+    #[repr(C)]
+    pub struct InoLookupArgs {
+        treeid: u64,
+        objectid: u64,
+        name: [u8; 4080],
+    }
+
+    /// `struct btrfs_ioctl_search_key`.
+    #[repr(C)]
+    pub struct SearchKey {
+        tree_id: u64,
+        min_objectid: u64,
+        max_objectid: u64,
+        min_offset: u64,
+        max_offset: u64,
+        min_transid: u64,
+        max_transid: u64,
+        min_type: u32,
+        max_type: u32,
+        nr_items: u32,
+        unused: u32,
+        unused1: u64,
+        unused2: u64,
+        unused3: u64,
+        unused4: u64,
+    }
+
+    /// `struct btrfs_ioctl_search_args`.
+    #[repr(C)]
+    pub struct SearchArgs {
+        key: SearchKey,
+        buf: [u8; 4096 - size_of::<SearchKey>()],
+    }
+
+    /// One entry of `struct btrfs_ioctl_get_subvol_rootref_args`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct RootRef {
+        treeid: u64,
+        dirid: u64,
+    }
+
+    const BTRFS_MAX_ROOTREF_BUFFER_NUM: usize = 255;
+
+    /// `struct btrfs_ioctl_get_subvol_rootref_args`.
+    #[repr(C)]
+    pub struct RootRefArgs {
+        min_treeid: u64,
+        rootref: [RootRef; BTRFS_MAX_ROOTREF_BUFFER_NUM],
+        num_items: u8,
+        align: [u8; 7],
+    }
+
+    const BTRFS_VOL_NAME_MAX: usize = 255;
+    const BTRFS_INO_LOOKUP_USER_PATH_MAX: usize = 4080 - BTRFS_VOL_NAME_MAX - 1;
+
+    /// `struct btrfs_ioctl_ino_lookup_user_args`.
+    #[repr(C)]
+    pub struct InoLookupUserArgs {
+        dirid: u64,
+        treeid: u64,
+        name: [u8; BTRFS_VOL_NAME_MAX + 1],
+        path: [u8; BTRFS_INO_LOOKUP_USER_PATH_MAX],
+    }
+
     const _: () = assert!(size_of::<VolArgs>() == 4096);
     const _: () = assert!(size_of::<VolArgsV2>() == 4096);
     const _: () = assert!(size_of::<FsInfoArgs>() == 1024);
+    const _: () = assert!(size_of::<InoLookupArgs>() == 4096);
+    const _: () = assert!(size_of::<SearchKey>() == 104);
+    const _: () = assert!(size_of::<SearchArgs>() == 4096);
+    const _: () = assert!(size_of::<RootRefArgs>() == 4096);
+    const _: () = assert!(size_of::<InoLookupUserArgs>() == 4096);
 
     const SUBVOL_CREATE: Opcode = opcode::write::<VolArgs>(BTRFS_IOCTL_MAGIC, 14);
     const SNAP_DESTROY: Opcode = opcode::write::<VolArgs>(BTRFS_IOCTL_MAGIC, 15);
+    const TREE_SEARCH: Opcode = opcode::read_write::<SearchArgs>(BTRFS_IOCTL_MAGIC, 17);
+    const INO_LOOKUP: Opcode = opcode::read_write::<InoLookupArgs>(BTRFS_IOCTL_MAGIC, 18);
+    const DEFAULT_SUBVOL: Opcode = opcode::write::<u64>(BTRFS_IOCTL_MAGIC, 19);
     const SNAP_CREATE_V2: Opcode = opcode::write::<VolArgsV2>(BTRFS_IOCTL_MAGIC, 23);
     const FS_INFO: Opcode = opcode::read::<FsInfoArgs>(BTRFS_IOCTL_MAGIC, 31);
+    const GET_SUBVOL_ROOTREF: Opcode = opcode::read_write::<RootRefArgs>(BTRFS_IOCTL_MAGIC, 61);
+    const INO_LOOKUP_USER: Opcode = opcode::read_write::<InoLookupUserArgs>(BTRFS_IOCTL_MAGIC, 62);
+
+    /// `BTRFS_FIRST_FREE_OBJECTID`: the inode number of a subvolume's root directory.
+    const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
+    /// The root tree, which holds the "default" directory item.
+    const BTRFS_ROOT_TREE_OBJECTID: u64 = 1;
+    /// The root tree's directory (`BTRFS_ROOT_TREE_DIR_OBJECTID`).
+    const BTRFS_ROOT_TREE_DIR_OBJECTID: u64 = 6;
+    /// `BTRFS_DIR_ITEM_KEY`.
+    const BTRFS_DIR_ITEM_KEY: u32 = 84;
+    /// The top-level subvolume (`BTRFS_FS_TREE_OBJECTID`).
+    pub const BTRFS_FS_TREE_OBJECTID: u64 = 5;
 
     /// Copies a single path component into a NUL-terminated name buffer.
     fn fill_name(buf: &mut [u8], name: &str) -> Result<(), Errno> {
@@ -135,10 +230,21 @@ mod sys {
         source: BorrowedFd<'_>,
         name: &str,
     ) -> Result<(), Errno> {
+        snap_create(dir, source, name, true)
+    }
+
+    /// `BTRFS_IOC_SNAP_CREATE_V2`: a snapshot of the subvolume `source` named `name` inside the
+    /// directory `dir`, read-only or writable.
+    pub fn snap_create(
+        dir: BorrowedFd<'_>,
+        source: BorrowedFd<'_>,
+        name: &str,
+        read_only: bool,
+    ) -> Result<(), Errno> {
         let mut args = VolArgsV2 {
             fd: i64::from(source.as_raw_fd()),
             transid: 0,
-            flags: BTRFS_SUBVOL_RDONLY,
+            flags: if read_only { BTRFS_SUBVOL_RDONLY } else { 0 },
             unused: [0; 4],
             name: [0; BTRFS_SUBVOL_NAME_MAX + 1],
         };
@@ -163,6 +269,163 @@ mod sys {
         // SAFETY: SNAP_DESTROY is `_IOW(0x94, 15, struct btrfs_ioctl_vol_args)`, which `VolArgs`
         // matches (asserted size); the kernel only reads the NUL-terminated name.
         unsafe { ioctl(dir, Setter::<SNAP_DESTROY, VolArgs>::new(args)) }
+    }
+
+    /// `BTRFS_IOC_INO_LOOKUP` for the root directory: the id of the subvolume holding `fd`.
+    pub fn subvolume_id(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+        let mut args = InoLookupArgs {
+            treeid: 0,
+            objectid: BTRFS_FIRST_FREE_OBJECTID,
+            name: [0; 4080],
+        };
+        // SAFETY: INO_LOOKUP is `_IOWR(0x94, 18, struct btrfs_ioctl_ino_lookup_args)`, which
+        // `InoLookupArgs` matches (asserted size). treeid 0 means "the subvolume of fd", and
+        // for the root directory the kernel needs no privilege; it writes the struct back.
+        unsafe { ioctl(fd, Updater::<INO_LOOKUP, InoLookupArgs>::new(&mut args))? };
+        Ok(args.treeid)
+    }
+
+    /// `BTRFS_IOC_DEFAULT_SUBVOL`: makes subvolume `id` the one mounted without `subvol=`.
+    pub fn set_default_subvolume(fd: BorrowedFd<'_>, id: u64) -> Result<(), Errno> {
+        // SAFETY: DEFAULT_SUBVOL is `_IOW(0x94, 19, __u64)`; the kernel reads one u64.
+        unsafe { ioctl(fd, Setter::<DEFAULT_SUBVOL, u64>::new(id)) }
+    }
+
+    /// The default subvolume's id (the "default" item of the root tree directory, found with
+    /// `BTRFS_IOC_TREE_SEARCH` as libbtrfsutil does); the top level when there is none.
+    pub fn default_subvolume(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+        let mut args = SearchArgs {
+            key: SearchKey {
+                tree_id: BTRFS_ROOT_TREE_OBJECTID,
+                min_objectid: BTRFS_ROOT_TREE_DIR_OBJECTID,
+                max_objectid: BTRFS_ROOT_TREE_DIR_OBJECTID,
+                min_offset: 0,
+                max_offset: u64::MAX,
+                min_transid: 0,
+                max_transid: u64::MAX,
+                min_type: BTRFS_DIR_ITEM_KEY,
+                max_type: BTRFS_DIR_ITEM_KEY,
+                nr_items: 4096,
+                unused: 0,
+                unused1: 0,
+                unused2: 0,
+                unused3: 0,
+                unused4: 0,
+            },
+            buf: [0; 4096 - size_of::<SearchKey>()],
+        };
+        // SAFETY: TREE_SEARCH is `_IOWR(0x94, 17, struct btrfs_ioctl_search_args)`, which
+        // `SearchArgs` matches (asserted size). The kernel reads the key and writes back the
+        // key (nr_items = items found) and at most `buf.len()` bytes of items into `buf`.
+        unsafe { ioctl(fd, Updater::<TREE_SEARCH, SearchArgs>::new(&mut args))? };
+        Ok(default_from_search(&args.buf, args.key.nr_items).unwrap_or(BTRFS_FS_TREE_OBJECTID))
+    }
+
+    fn ne_u32(b: &[u8], at: usize) -> Option<u32> {
+        Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    }
+
+    fn le_u16(b: &[u8], at: usize) -> Option<u16> {
+        Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    }
+
+    /// Parses TREE_SEARCH results: `struct btrfs_ioctl_search_header` (native endian) followed
+    /// by the item, here `struct btrfs_dir_item`s (little endian, packed: location key 17
+    /// bytes, transid 8, data_len 2, name_len 2, type 1, then name and data). Returns the
+    /// location objectid of the item named "default".
+    pub(super) fn default_from_search(buf: &[u8], items: u32) -> Option<u64> {
+        const HEADER: usize = 32;
+        const DIR_ITEM: usize = 30;
+        let mut at = 0;
+        for _ in 0..items {
+            let item_type = ne_u32(buf, at + 24)?;
+            let len = ne_u32(buf, at + 28)? as usize;
+            let data = buf.get(at + HEADER..at + HEADER + len)?;
+            if item_type == BTRFS_DIR_ITEM_KEY {
+                // One item may hold several directory entries whose names hash alike.
+                let mut d = 0;
+                while d + DIR_ITEM <= data.len() {
+                    let location = u64::from_le_bytes(data[d..d + 8].try_into().ok()?);
+                    let data_len = usize::from(le_u16(data, d + 25)?);
+                    let name_len = usize::from(le_u16(data, d + 27)?);
+                    let name = data.get(d + DIR_ITEM..d + DIR_ITEM + name_len)?;
+                    if name == b"default" {
+                        return Some(location);
+                    }
+                    d += DIR_ITEM + name_len + data_len;
+                }
+            }
+            at += HEADER + len;
+        }
+        None
+    }
+
+    /// The subvolumes directly inside the subvolume of `fd`, as (subvolume id, inode number
+    /// of the directory holding it) (`BTRFS_IOC_GET_SUBVOL_ROOTREF`, Linux 4.18).
+    pub fn child_subvolumes(fd: BorrowedFd<'_>) -> Result<Vec<(u64, u64)>, Errno> {
+        let mut args = RootRefArgs {
+            min_treeid: 0,
+            rootref: [RootRef {
+                treeid: 0,
+                dirid: 0,
+            }; BTRFS_MAX_ROOTREF_BUFFER_NUM],
+            num_items: 0,
+            align: [0; 7],
+        };
+        let mut found = Vec::new();
+        loop {
+            args.num_items = 0;
+            // SAFETY: GET_SUBVOL_ROOTREF is `_IOWR(0x94, 61, struct
+            // btrfs_ioctl_get_subvol_rootref_args)`, which `RootRefArgs` matches (asserted
+            // size). The kernel reads min_treeid and writes the struct back, also when it
+            // fails with EOVERFLOW (more entries than fit; min_treeid is then advanced).
+            let r = unsafe {
+                ioctl(
+                    fd,
+                    Updater::<GET_SUBVOL_ROOTREF, RootRefArgs>::new(&mut args),
+                )
+            };
+            let n = usize::from(args.num_items).min(BTRFS_MAX_ROOTREF_BUFFER_NUM);
+            found.extend(args.rootref[..n].iter().map(|r| (r.treeid, r.dirid)));
+            match r {
+                Ok(()) => return Ok(found),
+                Err(Errno::OVERFLOW) if n > 0 => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `BTRFS_IOC_INO_LOOKUP_USER`: the path of subvolume `treeid` inside the subvolume whose
+    /// root directory is `fd`, given the directory `dirid` holding it (Linux 4.18).
+    pub fn child_subvolume_path(
+        fd: BorrowedFd<'_>,
+        treeid: u64,
+        dirid: u64,
+    ) -> Result<std::path::PathBuf, Errno> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut args = InoLookupUserArgs {
+            dirid,
+            treeid,
+            name: [0; BTRFS_VOL_NAME_MAX + 1],
+            path: [0; BTRFS_INO_LOOKUP_USER_PATH_MAX],
+        };
+        // SAFETY: INO_LOOKUP_USER is `_IOWR(0x94, 62, struct btrfs_ioctl_ino_lookup_user_args)`,
+        // which `InoLookupUserArgs` matches (asserted size). The kernel reads the ids and
+        // writes NUL-terminated name and path back.
+        unsafe {
+            ioctl(
+                fd,
+                Updater::<INO_LOOKUP_USER, InoLookupUserArgs>::new(&mut args),
+            )?
+        };
+        let c_str = |b: &[u8]| {
+            let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+            std::ffi::OsStr::from_bytes(&b[..end]).to_owned()
+        };
+        // `path` is the directory's path from fd, ending in '/' unless empty.
+        let mut path = std::path::PathBuf::from(c_str(&args.path));
+        path.push(c_str(&args.name));
+        Ok(path)
     }
 
     /// `BTRFS_IOC_FS_INFO`: the filesystem's fsid.
@@ -215,6 +478,8 @@ pub struct BtrfsProvider {
     /// Serializes finding/mounting the top level and creating `.vss`, so that two volumes of
     /// one filesystem prepared at once do not mount it twice.
     lock: Mutex<()>,
+    /// Tests only: the step of a revert after which it fails (to exercise the undo).
+    revert_fault: Option<RevertFault>,
 }
 
 /// Formats an OS failure: what failed, the errno text, what to do.
@@ -277,7 +542,16 @@ impl BtrfsProvider {
         BtrfsProvider {
             config,
             lock: Mutex::new(()),
+            revert_fault: None,
         }
+    }
+
+    /// For tests of the revert's undo: makes every revert fail right after `step` (then
+    /// undo what it did). Not for production use.
+    #[doc(hidden)]
+    pub fn with_revert_fault(mut self, step: RevertFault) -> Self {
+        self.revert_fault = Some(step);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
@@ -842,6 +1116,15 @@ impl Provider for BtrfsProvider {
             )),
             Err(e) => Err(fail("cannot check the deletion of", e)),
         }
+    }
+
+    fn revert(
+        &self,
+        snapshot: &CommittedSnapshot,
+        volume: &Path,
+        force_dismount: bool,
+    ) -> Result<(), VssError> {
+        self.revert_subvolume(snapshot, volume, force_dismount)
     }
 
     fn exists(&self, snapshot: &CommittedSnapshot) -> Result<bool, VssError> {

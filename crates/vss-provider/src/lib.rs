@@ -163,8 +163,11 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn unexpose(&self, snapshot: &CommittedSnapshot, exposure: &Exposure) -> Result<(), VssError>;
 
     /// RevertToSnapshot: makes `volume` (the snapshot's original volume) hold the snapshot's
-    /// contents again. The snapshot itself stays. `force_dismount`: go on even if the volume is
-    /// mounted and must be mounted again. Providers that cannot: `E_NOTIMPL`.
+    /// contents again. The snapshot itself stays (it can be reverted to again). A volume that is
+    /// mounted, or whose files are in use, fails with `VSS_E_VOLUME_IN_USE` unless
+    /// `force_dismount`, which lets the provider detach it and mount it again (users keep what
+    /// they have open). A failure leaves the volume as it was. Providers that cannot:
+    /// `E_NOTIMPL` (docs/providers.md says what btrfs does).
     fn revert(
         &self,
         snapshot: &CommittedSnapshot,

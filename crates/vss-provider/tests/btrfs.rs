@@ -471,3 +471,427 @@ fn covering_volume_on_nested_subvolumes() {
         mounted_outer.path().join("inner")
     );
 }
+
+// ----- RevertToSnapshot ----------------------------------------------------------------------
+
+/// The subvolume id of the subvolume holding `path` (`btrfs inspect-internal rootid`).
+fn rootid(path: &Path) -> u64 {
+    run(
+        "btrfs",
+        [
+            "inspect-internal".as_ref(),
+            "rootid".as_ref(),
+            path.as_os_str(),
+        ],
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+/// The default subvolume's id (`btrfs subvolume get-default`: "ID 258 gen ...").
+fn default_subvolume(mount: &Path) -> u64 {
+    let out = run(
+        "btrfs",
+        [
+            "subvolume".as_ref(),
+            "get-default".as_ref(),
+            mount.as_os_str(),
+        ],
+    )
+    .unwrap();
+    out.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Entries of `dir` left by a revert (`.vss-revert-*`).
+fn revert_leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(vss_provider::btrfs::REVERT_TMP_PREFIX))
+        .collect()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The visible mount at `path` (canonical).
+fn mount_at(path: &Path) -> vss_provider::volume::MountInfo {
+    let path = std::fs::canonicalize(path).unwrap();
+    read_mountinfo()
+        .unwrap()
+        .into_iter()
+        .rfind(|m| m.mount_point == path)
+        .unwrap_or_else(|| panic!("nothing mounted at {}", path.display()))
+}
+
+/// A tmpfs mounted at a chosen directory, unmounted (lazily) on drop.
+struct TmpfsAt(PathBuf);
+
+impl TmpfsAt {
+    fn new(at: &Path) -> TmpfsAt {
+        std::fs::create_dir_all(at).unwrap();
+        run(
+            "mount",
+            [
+                "-t".as_ref(),
+                "tmpfs".as_ref(),
+                "vss-test".as_ref(),
+                at.as_os_str(),
+            ],
+        )
+        .unwrap();
+        TmpfsAt(at.to_owned())
+    }
+}
+
+impl Drop for TmpfsAt {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+/// Reverting a subvolume (not a mount point) brings back the snapshot's contents, removes what
+/// came later, keeps the snapshot (it can be reverted to again), and leaves nothing behind.
+#[test]
+fn revert_subvolume_restores_contents_and_keeps_snapshot() {
+    if !can_run() {
+        return;
+    }
+    let fs = Mounted::btrfs(SIZE).unwrap();
+    let run_dir = ScratchDir::new().unwrap();
+    let data = fs.create_subvolume("data");
+    std::fs::write(data.join("keep.txt"), b"v1").unwrap();
+    std::fs::create_dir(data.join("dir")).unwrap();
+    std::fs::write(data.join("dir/nested.txt"), b"nested").unwrap();
+    let p = provider(&run_dir);
+    let volume = resolve(&data);
+    assert_eq!(volume.kind, VolumeKind::SubvolumeRoot);
+    let (_req, snap) = snapshot(&p, &volume);
+    let old_id = rootid(&data);
+
+    std::fs::write(data.join("keep.txt"), b"v2").unwrap();
+    std::fs::write(data.join("new.txt"), b"later").unwrap();
+    std::fs::remove_dir_all(data.join("dir")).unwrap();
+
+    let started = Instant::now();
+    p.revert(&snap, &data, false).expect("revert");
+    eprintln!("revert of {} took {:?}", data.display(), started.elapsed());
+    assert_eq!(read(&data.join("keep.txt")), "v1");
+    assert_eq!(read(&data.join("dir/nested.txt")), "nested");
+    assert!(!data.join("new.txt").exists(), "a file made later survived");
+    // A new, writable subvolume in the same place; the old one is gone.
+    assert_eq!(resolve(&data).kind, VolumeKind::SubvolumeRoot);
+    assert_ne!(rootid(&data), old_id);
+    std::fs::write(data.join("writable.txt"), b"yes").unwrap();
+    assert!(revert_leftovers(fs.path()).is_empty());
+    let list = subvolume_list(fs.path());
+    assert!(!list.contains(".vss-revert-"), "{list}");
+    assert_eq!(
+        list.lines().filter(|l| l.ends_with(" path data")).count(),
+        1,
+        "{list}"
+    );
+    // The snapshot is unchanged and can be reverted to again.
+    assert!(p.exists(&snap).unwrap());
+    assert_eq!(read(&snap.snapshot_path.join("keep.txt")), "v1");
+    std::fs::write(data.join("keep.txt"), b"v3").unwrap();
+    p.revert(&snap, &data, false).expect("second revert");
+    assert_eq!(read(&data.join("keep.txt")), "v1");
+    assert!(!data.join("writable.txt").exists());
+    assert!(revert_leftovers(fs.path()).is_empty());
+    delete_and_check(&p, &snap, fs.path());
+    // Nothing to revert to any more.
+    let err = p.revert(&snap, &data, false).unwrap_err();
+    assert_eq!(err.code, ErrorCode::ObjectNotFound, "{err}");
+}
+
+/// Subvolumes nested in the volume are separate volumes: the revert keeps them (with their
+/// current contents) at their paths, also where the snapshot has no directory for them; it
+/// refuses before changing anything when the snapshot has a file where one must go.
+#[test]
+fn revert_keeps_nested_subvolumes() {
+    if !can_run() {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let fs = Mounted::btrfs(SIZE).unwrap();
+    let run_dir = ScratchDir::new().unwrap();
+    let data = fs.create_subvolume("data");
+    std::fs::write(data.join("own.txt"), b"v1").unwrap();
+    let inner = fs.create_subvolume("data/inner");
+    std::fs::write(inner.join("inner.txt"), b"inner v1").unwrap();
+    std::fs::write(data.join("clash"), b"a file").unwrap();
+    let p = provider(&run_dir);
+    let (_req, snap) = snapshot(&p, &resolve(&data));
+
+    // Later: the nested subvolume changes, a new one appears in a new directory.
+    std::fs::write(inner.join("inner.txt"), b"inner v2").unwrap();
+    std::fs::write(data.join("own.txt"), b"v2").unwrap();
+    std::fs::create_dir(data.join("later")).unwrap();
+    std::fs::set_permissions(data.join("later"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::chown(data.join("later"), Some(1234), Some(4321)).unwrap();
+    let deep = fs.create_subvolume("data/later/deep");
+    std::fs::write(deep.join("deep.txt"), b"deep").unwrap();
+    let ids = (rootid(&inner), rootid(&deep));
+
+    // A nested subvolume where the snapshot has a file: refused, nothing changed.
+    std::fs::remove_file(data.join("clash")).unwrap();
+    let clash = fs.create_subvolume("data/clash");
+    let err = p.revert(&snap, &data, false).unwrap_err();
+    assert_eq!(err.code, ErrorCode::ProviderVeto, "{err}");
+    assert!(
+        err.message.contains("clash") && err.message.contains("file"),
+        "{err}"
+    );
+    assert_eq!(read(&data.join("own.txt")), "v2");
+    assert!(revert_leftovers(fs.path()).is_empty());
+    run(
+        "btrfs",
+        ["subvolume".as_ref(), "delete".as_ref(), clash.as_os_str()],
+    )
+    .unwrap();
+
+    p.revert(&snap, &data, false).expect("revert");
+    assert_eq!(read(&data.join("own.txt")), "v1");
+    // The nested subvolumes are the same ones, with their own current contents.
+    assert_eq!(read(&inner.join("inner.txt")), "inner v2");
+    assert_eq!(read(&deep.join("deep.txt")), "deep");
+    assert_eq!((rootid(&inner), rootid(&deep)), ids);
+    // Their parent directory, missing from the snapshot, was made like the one it replaced.
+    let later = std::fs::metadata(data.join("later")).unwrap();
+    assert_eq!(later.mode() & 0o7777, 0o750);
+    assert_eq!((later.uid(), later.gid()), (1234, 4321));
+    // The snapshot's file is back where the nested subvolume was refused.
+    assert_eq!(read(&data.join("clash")), "a file");
+    assert!(revert_leftovers(fs.path()).is_empty());
+    let list = subvolume_list(fs.path());
+    assert!(
+        list.lines().any(|l| l.ends_with(" path data/inner"))
+            && list.lines().any(|l| l.ends_with(" path data/later/deep")),
+        "{list}"
+    );
+    delete_and_check(&p, &snap, fs.path());
+}
+
+/// The plain mount of a filesystem shows its top-level subvolume, which cannot be replaced.
+#[test]
+fn revert_of_top_level_is_not_supported() {
+    if !can_run() {
+        return;
+    }
+    let fs = Mounted::btrfs(SIZE).unwrap();
+    let run_dir = ScratchDir::new().unwrap();
+    std::fs::write(fs.path().join("f"), b"v1").unwrap();
+    let p = provider(&run_dir);
+    let (_req, snap) = snapshot(&p, &resolve(fs.path()));
+    std::fs::write(fs.path().join("f"), b"v2").unwrap();
+    for force in [false, true] {
+        let err = p.revert(&snap, fs.path(), force).unwrap_err();
+        assert_eq!(err.code, ErrorCode::VolumeNotSupported, "{err}");
+        assert!(err.message.contains("top-level subvolume"), "{err}");
+        assert!(err.message.contains("subvolume create"), "{err}");
+    }
+    assert_eq!(read(&fs.path().join("f")), "v2");
+    assert!(revert_leftovers(fs.path()).is_empty());
+    delete_and_check(&p, &snap, fs.path());
+}
+
+/// A `subvol=` mount: without forceDismount VSS_E_VOLUME_IN_USE and nothing changes; with it the
+/// mount is replaced by one of the reverted subvolume with the same options, and a process that
+/// had a file open keeps reading the old one. Something mounted inside the volume blocks even a
+/// forced revert. The top level is not mounted: the provider reaches it privately.
+#[test]
+fn revert_of_mount_point_needs_force_dismount() {
+    if !can_run() {
+        return;
+    }
+    let mut fs = Mounted::btrfs(SIZE).unwrap();
+    let data_subvol = fs.create_subvolume("data");
+    std::fs::write(data_subvol.join("f"), b"v1").unwrap();
+    let data = fs.mount_again(Some("subvol=data,nodev,noexec")).unwrap();
+    fs.unmount().unwrap();
+    let run_dir = ScratchDir::new().unwrap();
+    let p = provider(&run_dir);
+    let volume = resolve(data.path());
+    assert_eq!(volume.kind, VolumeKind::MountPoint);
+    let (_req, snap) = snapshot(&p, &volume);
+    std::fs::write(data.path().join("f"), b"v2").unwrap();
+    std::fs::write(data.path().join("later"), b"x").unwrap();
+    let before = mount_at(data.path());
+    assert_eq!(before.root, Path::new("/data"));
+
+    let err = p.revert(&snap, data.path(), false).unwrap_err();
+    assert_eq!(err.code, ErrorCode::VolumeInUse, "{err}");
+    assert!(err.message.contains("forceDismount"), "{err}");
+    assert!(err.message.contains(data.path().to_str().unwrap()), "{err}");
+    assert_eq!(read(&data.path().join("f")), "v2");
+    assert_eq!(mount_at(data.path()).mount_id, before.mount_id);
+
+    // Something mounted inside: refused even with force.
+    {
+        let _inside = TmpfsAt::new(&data.path().join("mnt"));
+        let err = p.revert(&snap, data.path(), true).unwrap_err();
+        assert_eq!(err.code, ErrorCode::VolumeInUse, "{err}");
+        assert!(err.message.contains("unmount"), "{err}");
+        assert_eq!(read(&data.path().join("f")), "v2");
+    }
+    std::fs::remove_dir(data.path().join("mnt")).unwrap();
+
+    let mut open = std::fs::File::open(data.path().join("f")).unwrap();
+    let started = Instant::now();
+    p.revert(&snap, data.path(), true).expect("forced revert");
+    eprintln!(
+        "forced revert of {} took {:?}",
+        data.path().display(),
+        started.elapsed()
+    );
+    assert_eq!(read(&data.path().join("f")), "v1");
+    assert!(!data.path().join("later").exists());
+    let after = mount_at(data.path());
+    assert_ne!(
+        after.mount_id, before.mount_id,
+        "the mount was not replaced"
+    );
+    assert_eq!(after.root, Path::new("/data"));
+    assert_eq!(after.mount_options, before.mount_options);
+    assert!(after.mount_options.contains("noexec"), "{after:?}");
+    assert_eq!(after.source, before.source);
+    // The old mount is gone from the namespace; the open file still reads the old contents.
+    assert_eq!(
+        read_mountinfo()
+            .unwrap()
+            .iter()
+            .filter(|m| m.mount_point == before.mount_point)
+            .count(),
+        1
+    );
+    let mut old = String::new();
+    std::io::Read::read_to_string(&mut open, &mut old).unwrap();
+    assert_eq!(old, "v2");
+    drop(open);
+    // Reverted through the private top-level mount, where nothing is left over.
+    let private = mounts_under(run_dir.path());
+    assert_eq!(private.len(), 1, "{private:?}");
+    assert!(revert_leftovers(&private[0].0).is_empty());
+    assert!(p.exists(&snap).unwrap());
+    delete_and_check(&p, &snap, data.path());
+}
+
+/// A subvolume that is not mounted but whose files are used by a process: VSS_E_VOLUME_IN_USE
+/// naming the process, unless forceDismount.
+#[test]
+fn revert_with_open_files_needs_force_dismount() {
+    if !can_run() {
+        return;
+    }
+    let fs = Mounted::btrfs(SIZE).unwrap();
+    let run_dir = ScratchDir::new().unwrap();
+    let data = fs.create_subvolume("data");
+    std::fs::write(data.join("f"), b"v1").unwrap();
+    let p = provider(&run_dir);
+    let (_req, snap) = snapshot(&p, &resolve(&data));
+    std::fs::write(data.join("f"), b"v2").unwrap();
+    let user = vss_test_support::proc::ChildGuard {
+        child: std::process::Command::new("sleep")
+            .arg("600")
+            .current_dir(&data)
+            .spawn()
+            .unwrap(),
+        name: "sleep".into(),
+    };
+    let err = p.revert(&snap, &data, false).unwrap_err();
+    assert_eq!(err.code, ErrorCode::VolumeInUse, "{err}");
+    assert!(
+        err.message.contains(&format!("{} (sleep)", user.pid())),
+        "{err}"
+    );
+    assert_eq!(read(&data.join("f")), "v2");
+    p.revert(&snap, &data, true).expect("forced revert");
+    assert_eq!(read(&data.join("f")), "v1");
+    drop(user);
+    assert!(revert_leftovers(fs.path()).is_empty());
+    delete_and_check(&p, &snap, fs.path());
+}
+
+/// A revert that fails part-way is undone: after a failure at each step the volume (mounted,
+/// with a nested subvolume, the filesystem's default subvolume) is exactly as before. Then a
+/// revert that succeeds also makes the reverted subvolume the default.
+#[test]
+fn failed_revert_is_undone_at_every_step() {
+    if !can_run() {
+        return;
+    }
+    use vss_provider::btrfs::RevertFault;
+    let fs = Mounted::btrfs(SIZE).unwrap();
+    let run_dir = ScratchDir::new().unwrap();
+    let data_subvol = fs.create_subvolume("data");
+    std::fs::write(data_subvol.join("f"), b"v1").unwrap();
+    let inner = fs.create_subvolume("data/inner");
+    std::fs::write(inner.join("inner.txt"), b"inner").unwrap();
+    run(
+        "btrfs",
+        [
+            "subvolume".as_ref(),
+            "set-default".as_ref(),
+            data_subvol.as_os_str(),
+        ],
+    )
+    .unwrap();
+    let data = fs.mount_again(Some("subvol=data,nosuid")).unwrap();
+    let p = provider(&run_dir);
+    let (_req, snap) = snapshot(&p, &resolve(data.path()));
+    std::fs::write(data.path().join("f"), b"v2").unwrap();
+    let data_id = rootid(&data_subvol);
+    assert_eq!(default_subvolume(fs.path()), data_id);
+    let mount_before = mount_at(data.path());
+
+    for step in [
+        RevertFault::AfterCreate,
+        RevertFault::AfterNestedMoved,
+        RevertFault::AfterExchange,
+        RevertFault::AfterRemount,
+    ] {
+        let faulty =
+            BtrfsProvider::new(ProviderConfig::new(run_dir.path())).with_revert_fault(step);
+        let err = faulty.revert(&snap, data.path(), true).unwrap_err();
+        assert_eq!(
+            err.code,
+            ErrorCode::UnexpectedProviderError,
+            "{step:?}: {err}"
+        );
+        assert!(err.message.contains("undone"), "{step:?}: {err}");
+        assert_eq!(read(&data.path().join("f")), "v2", "{step:?}");
+        assert_eq!(rootid(&data_subvol), data_id, "{step:?}");
+        assert_eq!(
+            read(&data.path().join("inner/inner.txt")),
+            "inner",
+            "{step:?}"
+        );
+        assert_eq!(read(&inner.join("inner.txt")), "inner", "{step:?}");
+        assert_eq!(default_subvolume(fs.path()), data_id, "{step:?}");
+        let mount = mount_at(data.path());
+        assert_eq!(mount.root, Path::new("/data"), "{step:?}");
+        assert_eq!(mount.mount_options, mount_before.mount_options, "{step:?}");
+        assert_eq!(
+            rootid(data.path()),
+            data_id,
+            "{step:?}: the mount shows another subvolume"
+        );
+        assert!(revert_leftovers(fs.path()).is_empty(), "{step:?}");
+        let list = subvolume_list(fs.path());
+        assert!(!list.contains(".vss-revert-"), "{step:?}: {list}");
+    }
+
+    p.revert(&snap, data.path(), true).expect("revert");
+    assert_eq!(read(&data.path().join("f")), "v1");
+    assert_eq!(read(&data.path().join("inner/inner.txt")), "inner");
+    let new_id = rootid(&data_subvol);
+    assert_ne!(new_id, data_id);
+    assert_eq!(rootid(data.path()), new_id);
+    assert_eq!(default_subvolume(fs.path()), new_id);
+    assert!(revert_leftovers(fs.path()).is_empty());
+    delete_and_check(&p, &snap, fs.path());
+}

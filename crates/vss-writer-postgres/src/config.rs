@@ -34,6 +34,10 @@ pub struct Instance {
     /// The Freeze→Thaw window in milliseconds (default 60000).
     #[serde(default)]
     pub freeze_timeout_ms: Option<u64>,
+    /// The `restore_command` PostRestore writes for a restore of an archive-mode backup
+    /// (fetching WAL from this cluster's archive, e.g. `cp /archive/%f %p`).
+    #[serde(default)]
+    pub restore_command: Option<String>,
 }
 
 impl FileConfig {
@@ -83,6 +87,7 @@ connection = "host=/var/run/postgresql port=5432 user=postgres"
 name = "second"
 connection = "host=/tmp port=5433 user=postgres"
 freeze_timeout_ms = 5000
+restore_command = "cp /archive/%f %p"
 
 [[sqlite]]
 name = "x"
@@ -94,6 +99,11 @@ databases = ["/var/lib/x.db"]
         assert_eq!(cfg.coordinator_uid, Some(991));
         assert_eq!(cfg.postgres.len(), 2);
         assert_eq!(cfg.postgres[1].freeze_timeout_ms, Some(5000));
+        assert_eq!(
+            cfg.postgres[1].restore_command.as_deref(),
+            Some("cp /archive/%f %p")
+        );
+        assert_eq!(cfg.postgres[0].restore_command, None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod config;
 mod layout;
 mod pg;
+mod restore;
 mod writer;
 
 use std::path::PathBuf;
@@ -41,11 +42,23 @@ use crate::writer::PostgresWriter;
         PostSnapshot: the component's backup metadata (JSON) records the mode and directories, and \
         in archive mode the label file, tablespace map and start/stop positions that a restore \
         needs.\n\n\
+        Restore (writerRestore ALWAYS; the files go where the alternate location mappings say, \
+        else back where they were):\n\
+        PreRestore: fails (VSS_E_WRITERERROR_NONRETRYABLE) when a running server uses a directory \
+        the restore would overwrite; restoring in place, the writer closes its connection.\n\
+        PostRestore (files reported VSS_RS_ALL): removes the snapshot's postmaster.pid. Atomic \
+        backups need nothing more (crash recovery). Archive backups get backup_label and \
+        tablespace_map from the backup metadata, recovery.signal, an empty pg_wal, and \
+        restore_command, recovery_target = 'immediate' and recovery_target_action = 'promote' in \
+        postgresql.auto.conf: the server recovers to the backup's consistent point. A copy restored \
+        to another place gets archive_mode = off, and its links to the WAL directory and \
+        tablespaces must follow mappings. The server is not started.\n\n\
         Configuration (TOML; only [[postgres]], writers_dir and coordinator_uid are read):\n\
         \n  writers_dir = \"/run/vss/writers\"\n  coordinator_uid = 0        # optional\n\
         \n  [[postgres]]\n  name = \"main\"              # socket main.sock\n  \
         connection = \"host=/var/run/postgresql port=5432 user=postgres\"\n  \
-        freeze_timeout_ms = 60000  # optional\n\n\
+        freeze_timeout_ms = 60000  # optional\n  \
+        restore_command = \"cp /var/lib/postgresql/archive/%f %p\"  # archive-mode restores\n\n\
         Stop it with SIGINT or SIGTERM."
 )]
 struct Args {
@@ -64,6 +77,11 @@ struct Args {
     /// Where to put the sockets (overrides the file's writers_dir; default /run/vss/writers).
     #[arg(long, value_name = "DIR")]
     writers_dir: Option<PathBuf>,
+
+    /// One instance without a configuration file: the restore_command PostRestore writes for
+    /// archive-mode backups (e.g. 'cp /archive/%f %p').
+    #[arg(long, value_name = "COMMAND", requires = "connection")]
+    restore_command: Option<String>,
 
     /// Also serve this uid (vssd's, when it does not run as root).
     #[arg(long, value_name = "UID")]
@@ -93,7 +111,13 @@ fn start_instance(inst: &Instance, wait: Duration) -> Result<PostgresWriter, Str
         None | Some(0) => DEFAULT_FREEZE_TIMEOUT_MS,
         Some(ms) => ms,
     };
-    Ok(PostgresWriter::new(inst.name.clone(), db, layout, freeze))
+    Ok(PostgresWriter::new(
+        inst.name.clone(),
+        db,
+        layout,
+        freeze,
+        inst.restore_command.clone(),
+    ))
 }
 
 fn main() -> ExitCode {
@@ -113,6 +137,7 @@ fn main() -> ExitCode {
                 name: args.name.clone().unwrap_or_else(|| "postgres".to_owned()),
                 connection: connection.clone(),
                 freeze_timeout_ms: None,
+                restore_command: args.restore_command.clone(),
             }],
             ..Default::default()
         }

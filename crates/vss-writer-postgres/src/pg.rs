@@ -27,6 +27,9 @@ enum Command {
     BackupEnd(String, mpsc::Sender<Result<Rows, String>>),
     /// Runs SQL on the backup connection if there is one, then closes it (an abort).
     BackupCancel(String),
+    /// Closes the general connection (a restore is about to replace the cluster's files); the
+    /// next query reconnects.
+    Disconnect(mpsc::Sender<()>),
 }
 
 /// A handle to one instance's database thread.
@@ -76,6 +79,15 @@ impl Db {
     /// Runs `sql` on the backup connection, if one is open, then closes it; does not wait.
     pub fn backup_cancel(&self, sql: &str) {
         let _ = self.tx.send(Command::BackupCancel(sql.to_owned()));
+    }
+
+    /// Closes the general connection, waiting at most `timeout`; a backup in progress keeps its
+    /// own.
+    pub fn disconnect(&self, timeout: Duration) {
+        let (reply, rx) = mpsc::channel();
+        if self.tx.send(Command::Disconnect(reply)).is_ok() {
+            let _ = rx.recv_timeout(timeout);
+        }
     }
 
     fn call(
@@ -144,6 +156,10 @@ fn actor(config: postgres::Config, rx: mpsc::Receiver<Command>) {
                 if let Some(mut c) = backup.take() {
                     let _ = simple(&mut c, &sql);
                 }
+            }
+            Command::Disconnect(reply) => {
+                general = None;
+                let _ = reply.send(());
             }
         }
     }

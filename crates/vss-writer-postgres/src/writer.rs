@@ -1,4 +1,5 @@
-//! The `vss.Writer` hooks for one PostgreSQL cluster.
+//! The `vss.Writer` hooks for one PostgreSQL cluster: backup (atomic or archive mode) and
+//! restore (the checks and files of `restore.rs`, around the live server).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -13,6 +14,7 @@ use vss_writer::{
 
 use crate::layout::{Capture, Layout, classify, volume_root};
 use crate::pg::Db;
+use crate::restore::{self, BackupMeta, Location, Mappings};
 
 /// The writer's name, and the seed of its class id.
 pub const WRITER_NAME: &str = "vss-writer-postgres";
@@ -27,6 +29,10 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(300);
 pub fn writer_class_id() -> Uuid {
     Uuid::new_v5(&Uuid::NAMESPACE_DNS, WRITER_NAME.as_bytes())
 }
+
+/// How long PreRestore waits for the server to say whether it runs (a stopped server's socket
+/// refuses at once; this bounds a hung one).
+const LIVE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many seconds pg_backup_stop may wait for the archiver.
 const STOP_TIMEOUT_S: u64 = 240;
@@ -61,6 +67,8 @@ pub struct PostgresWriter {
     /// The layout found at start, which Identify declares (Identify must be deterministic).
     layout: Layout,
     freeze_timeout_ms: u64,
+    /// The restore_command PostRestore writes for archive-mode backups.
+    restore_command: Option<String>,
     instance_id: Uuid,
     active: Mutex<Option<Active>>,
 }
@@ -81,12 +89,19 @@ fn file_spec(dir: &Path) -> FileSpec {
 
 impl PostgresWriter {
     /// A writer for the cluster behind `db`, whose layout was discovered as `layout`.
-    pub fn new(name: String, db: Db, layout: Layout, freeze_timeout_ms: u64) -> PostgresWriter {
+    pub fn new(
+        name: String,
+        db: Db,
+        layout: Layout,
+        freeze_timeout_ms: u64,
+        restore_command: Option<String>,
+    ) -> PostgresWriter {
         PostgresWriter {
             name,
             db,
             layout,
             freeze_timeout_ms,
+            restore_command,
             instance_id: Uuid::new_v4(),
             active: Mutex::new(None),
         }
@@ -106,6 +121,51 @@ impl PostgresWriter {
                 .iter()
                 .any(|c| c.name == COMPONENT && c.logical_path.is_empty()),
         }
+    }
+
+    /// The `cluster` components of a restore event, with their backup metadata and where the
+    /// restore puts their directories.
+    fn restore_components(
+        &self,
+        ev: &EventParams,
+    ) -> Result<Vec<(BackupMeta, Mappings, bool)>, VssError> {
+        let mut v = Vec::new();
+        for c in ev.components.iter().flatten() {
+            if c.name != COMPONENT || !c.logical_path.is_empty() {
+                continue;
+            }
+            let meta = BackupMeta::parse(c.backup_metadata.as_deref()).map_err(|e| {
+                error(
+                    ErrorCode::WriterErrorNonRetryable,
+                    format!("PostgreSQL cluster '{}': {e}", self.name),
+                )
+            })?;
+            let recorded = c
+                .alternate_locations
+                .iter()
+                .flatten()
+                .map(|a| Location {
+                    path: a.path.clone().into(),
+                    recursive: a.recursive,
+                    destination: a.destination.clone().into(),
+                })
+                .collect();
+            let maps = Mappings::new(recorded);
+            // VSS_RS_ALL: the requester restored every file.
+            let all = c
+                .file_restore_status
+                .is_some_and(|s| s == vss_writer::FileRestoreStatus::All);
+            v.push((meta, maps, all));
+        }
+        Ok(v)
+    }
+
+    /// The directories of the writer's server if it runs (answers now), data directory first.
+    fn live_directories(&self) -> Option<Vec<PathBuf>> {
+        let layout = Layout::discover(&self.db, LIVE_CHECK_TIMEOUT).ok()?;
+        let mut dirs = vec![layout.data_dir.clone(), layout.wal_dir.clone()];
+        dirs.extend(layout.tablespaces.iter().cloned());
+        Some(dirs)
     }
 
     /// Whether the server archives WAL (archive_mode on or always, with an archive command or
@@ -204,7 +264,8 @@ impl Writer for PostgresWriter {
             application_level: ApplicationLevel::FrontEnd,
             freeze_timeout_ms: self.freeze_timeout_ms,
             restore_method: RestoreMethod::RestoreIfCanReplace,
-            writer_restore: WriterRestore::Never,
+            // PreRestore guards the live server, PostRestore prepares recovery.
+            writer_restore: WriterRestore::Always,
             restore_service: None,
             backup_schema: 0,
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
@@ -397,6 +458,50 @@ impl Writer for PostgresWriter {
     fn abort(&self, _ev: Option<&EventParams>) {
         let mut active = self.active();
         self.cancel_backup(&mut active);
+    }
+
+    /// Refuses a restore that would overwrite a directory a running server uses (the files
+    /// would be replaced under it); restoring over this writer's own (stopped) cluster, closes
+    /// the writer's connection to it.
+    fn pre_restore(&self, ev: &EventParams) -> Result<(), VssError> {
+        let comps = self.restore_components(ev)?;
+        if comps.is_empty() {
+            return Ok(());
+        }
+        let live = self.live_directories();
+        for (meta, maps, _) in &comps {
+            let target = restore::pre_restore_check(meta, maps, live.as_deref()).map_err(|e| {
+                error(
+                    ErrorCode::WriterErrorNonRetryable,
+                    format!("PostgreSQL cluster '{}': {e}", self.name),
+                )
+            })?;
+            info!(instance = %self.name, mode = %meta.mode, from = %meta.data_directory.display(), to = %target.display(), server_running = live.is_some(), "restore prepared");
+            if restore::same_dir(&target, &self.layout.data_dir) {
+                self.db.disconnect(LIVE_CHECK_TIMEOUT);
+            }
+        }
+        Ok(())
+    }
+
+    /// Once every file is restored (VSS_RS_ALL), puts in place what the server needs to
+    /// recover to the backup's consistent point; otherwise leaves the files alone.
+    fn post_restore(&self, ev: &EventParams) -> Result<(), VssError> {
+        for (meta, maps, all) in self.restore_components(ev)? {
+            if !all {
+                warn!(instance = %self.name, "the requester did not report every file restored (VSS_RS_ALL): recovery is not prepared");
+                continue;
+            }
+            let done = restore::post_restore(&meta, &maps, self.restore_command.as_deref())
+                .map_err(|e| {
+                    error(
+                        ErrorCode::WriterErrorNonRetryable,
+                        format!("PostgreSQL cluster '{}': {e}", self.name),
+                    )
+                })?;
+            info!(instance = %self.name, mode = %meta.mode, data = %maps.map(&meta.data_directory).display(), ?done, "restore ready: start the server");
+        }
+        Ok(())
     }
 
     fn backup_shutdown(&self, snapshot_set_id: Uuid) {

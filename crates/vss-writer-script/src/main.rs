@@ -15,17 +15,45 @@
 //! stdin `/dev/null`, cwd `/`, in its own process group, with an environment of only `PATH`,
 //! `VSS_EVENT`, `VSS_SNAPSHOT_SET_ID`, `VSS_BACKUP_TYPE` (e.g. `VSS_BT_FULL`), `VSS_VOLUMES`
 //! (newline-separated) and, from PostSnapshot on, `VSS_SNAPSHOT_PATHS` (newline-separated, in
-//! the order of `VSS_VOLUMES`). Its stdout and stderr go to
+//! the order of `VSS_VOLUMES`); `pre-restore` and `post-restore` also get the restore variables
+//! below. Its stdout and stderr go to
 //! `<output_dir>/<event>-<fsfreeze|vss>-<script>.out/.err` (the last run of each script for each
 //! event is kept). A script is done when its process exits, not when its output closes: a
 //! background process it leaves holding stdout (qemu's `mysql-flush.sh` sample does) does not
 //! delay the event, and is neither waited for nor killed.
 //!
+//! # Restore
+//!
+//! In a restore session that selects the `scripts` component (SetSelectedForRestore), the vss
+//! hook scripts get `pre-restore` (before the requester copies files back: stop what uses them)
+//! and `post-restore` (after: recover, start again). The writer declares `VSS_WRE_ALWAYS` and
+//! the component selectable for restore when a vss hook directory is configured, else
+//! `VSS_WRE_NEVER` (fsfreeze-hook.d scripts have no restore actions). The restore variables:
+//!
+//! | variable | value |
+//! |---|---|
+//! | `VSS_COMPONENTS` | the components selected for restore, newline-separated (`scripts`) |
+//! | `VSS_RESTORE_OPTIONS` | the requester's restore options (SetRestoreOptions), if set |
+//! | `VSS_RESTORE_TARGET` | `VSS_RT_ORIGINAL`, `VSS_RT_ALTERNATE`, ..., if set |
+//! | `VSS_ADDITIONAL_RESTORES` | `1` when more restores of the component follow (do not start the service yet), else `0` |
+//! | `VSS_RESTORE_STATUS` | post-restore only, when the requester said (SetFileRestoreStatus): `VSS_RS_ALL`, `VSS_RS_NONE`, `VSS_RS_FAILED` |
+//! | `VSS_RESTORE_DESTINATIONS` | the number N of alternate location mappings (AddAlternativeLocationMapping), `0` when none |
+//! | `VSS_RESTORE_SOURCE_<n>` | n = 1..N: the original directory of the file set |
+//! | `VSS_RESTORE_FILESPEC_<n>` | its file specification (`*.db`) |
+//! | `VSS_RESTORE_RECURSIVE_<n>` | `yes` or `no` |
+//! | `VSS_RESTORE_DESTINATION_<n>` | where its files were restored |
+//!
+//! A requester that ends its session between PreRestore and PostRestore leaves the scripts'
+//! pre-restore in place: no post-restore runs (and restore sessions send no BackupShutdown),
+//! because the files may be half restored and nothing should be started on them. Finish such a
+//! restore by hand (or run the scripts with `post-restore` yourself).
+//!
 //! # Order
 //!
 //! Freeze and every other event: the fsfreeze-hook.d scripts, then the vss hook scripts, each in
-//! name order (C locale, byte order). Thaw and Abort: the exact reverse. Abort gives the vss hook
-//! scripts `abort` and the fsfreeze-hook.d scripts that froze `thaw`.
+//! name order (C locale, byte order). Thaw, Abort and post-restore: the exact reverse (a script
+//! that stopped a service first in pre-restore starts it last, like nested locks). Abort gives
+//! the vss hook scripts `abort` and the fsfreeze-hook.d scripts that froze `thaw`.
 //!
 //! # Failures
 //!
@@ -35,9 +63,13 @@
 //! `VSS_E_WRITERERROR_TIMEOUT` (the VSS code for a writer that could not finish in time; a
 //! requester may retry later). The first failure stops a forward event (later scripts do not
 //! run); when a freeze script fails, the scripts that already froze get `thaw` in reverse order
-//! before Freeze fails. Thaw and Abort run every script even after a failure (everything must be
-//! thawed); Thaw then reports the first failure, Abort (which cannot fail) logs it. The SDK
-//! calls Abort by itself when Thaw does not come within `freeze_timeout_ms`.
+//! before Freeze fails; likewise when a pre-restore script fails, the scripts whose pre-restore
+//! succeeded get `post-restore` in reverse order (without `VSS_RESTORE_STATUS`: nothing was
+//! restored) before PreRestore fails (`VSS_WS_FAILED_AT_PRE_RESTORE`; such a writer gets no
+//! PostRestore). Thaw, Abort and post-restore run every script even after a failure (everything
+//! must be thawed or started again); Thaw and post-restore then report the first failure, Abort
+//! (which cannot fail) logs it. The SDK calls Abort by itself when Thaw does not come within
+//! `freeze_timeout_ms`.
 //!
 //! # Differences from qemu-guest-agent's fsfreeze-hook
 //!
@@ -57,8 +89,9 @@
 //! # Components
 //!
 //! One selectable FILE_GROUP `scripts` with no files: an anchor a component-mode requester
-//! selects (VShadow-style selection of top-level components) to include the writer. In
-//! non-component mode every writer takes part anyway.
+//! selects (VShadow-style selection of top-level components) to include the writer, and selects
+//! for restore to have the restore hooks run. In non-component mode every writer takes part in
+//! backups anyway.
 
 mod config;
 mod scripts;

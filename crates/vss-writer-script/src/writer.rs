@@ -7,7 +7,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 use vss_writer::{
     ApplicationLevel, ComponentType, ErrorCode, EventParams, RestoreMethod, SourceType, UsageType,
-    Uuid, VssError, WmdComponent, Writer, WriterMetadata, WriterRestore,
+    Uuid, VssError, WmdComponent, Writer, WriterMetadata, WriterRestore, full_path,
 };
 
 use crate::config::Instance;
@@ -90,6 +90,58 @@ fn event_env(event: &str, ev: &EventParams) -> Vec<(String, String)> {
         .collect();
     if !paths.is_empty() && paths.len() == ev.volumes.len() {
         env.push(("VSS_SNAPSHOT_PATHS".to_owned(), paths.join("\n")));
+    }
+    if event == "pre-restore" || event == "post-restore" {
+        env.extend(restore_env(ev));
+    }
+    env
+}
+
+/// The restore part of a PreRestore or PostRestore environment (see the crate documentation):
+/// the selected components, and what the requester said about the `scripts` component (the
+/// writer's only one; the first selected component if it were ever another).
+fn restore_env(ev: &EventParams) -> Vec<(String, String)> {
+    let components = ev.components.as_deref().unwrap_or_default();
+    let names: Vec<String> = components
+        .iter()
+        .map(|c| full_path(&c.logical_path, &c.name))
+        .collect();
+    let mut env = vec![("VSS_COMPONENTS".to_owned(), names.join("\n"))];
+    let Some(c) = components
+        .iter()
+        .find(|c| c.logical_path.is_empty() && c.name == COMPONENT)
+        .or(components.first())
+    else {
+        return env;
+    };
+    let mut set = |k: &str, v: String| env.push((k.to_owned(), v));
+    if let Some(options) = &c.restore_options {
+        set("VSS_RESTORE_OPTIONS", options.clone());
+    }
+    if let Some(target) = c.restore_target {
+        set("VSS_RESTORE_TARGET", target.name().to_owned());
+    }
+    if let Some(more) = c.additional_restores {
+        set(
+            "VSS_ADDITIONAL_RESTORES",
+            if more { "1" } else { "0" }.to_owned(),
+        );
+    }
+    if let Some(status) = c.file_restore_status {
+        set("VSS_RESTORE_STATUS", status.name().to_owned());
+    }
+    let locations = c.alternate_locations.as_deref().unwrap_or_default();
+    set("VSS_RESTORE_DESTINATIONS", locations.len().to_string());
+    for (i, a) in locations.iter().enumerate() {
+        let n = i + 1;
+        set(&format!("VSS_RESTORE_SOURCE_{n}"), a.path.clone());
+        set(&format!("VSS_RESTORE_FILESPEC_{n}"), a.filespec.clone());
+        let recursive = if a.recursive { "yes" } else { "no" };
+        set(&format!("VSS_RESTORE_RECURSIVE_{n}"), recursive.to_owned());
+        set(
+            &format!("VSS_RESTORE_DESTINATION_{n}"),
+            a.destination.clone(),
+        );
     }
     env
 }
@@ -242,7 +294,13 @@ impl Writer for ScriptWriter {
             application_level: ApplicationLevel::FrontEnd,
             freeze_timeout_ms: self.inst.freeze_timeout_ms,
             restore_method: RestoreMethod::RestoreIfCanReplace,
-            writer_restore: WriterRestore::Never,
+            // Only vss hook scripts get pre-restore and post-restore: without a vss hook
+            // directory there is nothing to run, and the writer says so.
+            writer_restore: if self.inst.vss_hook_dir.is_some() {
+                WriterRestore::Always
+            } else {
+                WriterRestore::Never
+            },
             restore_service: None,
             backup_schema: 0,
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
@@ -253,7 +311,7 @@ impl Writer for ScriptWriter {
                 name: COMPONENT.to_owned(),
                 caption: format!("Hook scripts of {}", self.inst.name),
                 selectable: true,
-                selectable_for_restore: false,
+                selectable_for_restore: self.inst.vss_hook_dir.is_some(),
                 notify_on_backup_complete: true,
                 restore_metadata: false,
                 component_flags: 0,
@@ -376,10 +434,63 @@ impl Writer for ScriptWriter {
     }
 
     fn pre_restore(&self, ev: &EventParams) -> Result<(), VssError> {
-        self.vss_event("pre-restore", ev)
+        let _g = lock(&self.run_lock);
+        let env = event_env("pre-restore", ev);
+        let mut done: Vec<Hook> = Vec::new();
+        for hook in self.list(self.inst.vss_hook_dir.as_deref(), Kind::Vss)? {
+            if let Err(e) = self.run(&hook, "pre-restore", &env) {
+                // A writer that failed PreRestore gets no PostRestore: the scripts that already
+                // prepared (stopped a service, say) are given post-restore now, so that nothing
+                // stays stopped. Nothing was restored yet, so VSS_RESTORE_STATUS is not set.
+                if !done.is_empty() {
+                    warn!(
+                        count = done.len(),
+                        "a pre-restore script failed: running post-restore for the scripts \
+                         that already ran pre-restore"
+                    );
+                }
+                if let Err(t) = self.run_reverse(&done, |_| Some("post-restore"), &env) {
+                    error!(error = %t.message, "unwinding pre-restore failed");
+                }
+                return Err(e);
+            }
+            done.push(hook);
+        }
+        Ok(())
     }
 
     fn post_restore(&self, ev: &EventParams) -> Result<(), VssError> {
-        self.vss_event("post-restore", ev)
+        let _g = lock(&self.run_lock);
+        let env = event_env("post-restore", ev);
+        // Reverse name order, every script even after a failure (each must get the chance to
+        // restart what its pre-restore stopped), like thaw; the first failure is reported.
+        let hooks = self.list(self.inst.vss_hook_dir.as_deref(), Kind::Vss)?;
+        self.run_reverse(&hooks, |_| Some("post-restore"), &env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(vss: bool) -> Instance {
+        Instance {
+            name: "t".into(),
+            fsfreeze_hook_dir: Some(PathBuf::from("/etc/qemu/fsfreeze-hook.d")),
+            vss_hook_dir: vss.then(|| PathBuf::from("/etc/vss/hooks.d")),
+            timeout_ms: 1000,
+            freeze_timeout_ms: 1000,
+            output_dir: PathBuf::from("/run/t"),
+        }
+    }
+
+    #[test]
+    fn restore_events_are_asked_for_only_with_a_vss_hook_directory() {
+        let md = ScriptWriter::new(instance(true)).metadata();
+        assert_eq!(md.writer_restore, WriterRestore::Always);
+        assert!(md.components[0].selectable_for_restore);
+        let md = ScriptWriter::new(instance(false)).metadata();
+        assert_eq!(md.writer_restore, WriterRestore::Never);
+        assert!(!md.components[0].selectable_for_restore);
     }
 }

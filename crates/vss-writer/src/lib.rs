@@ -82,10 +82,12 @@ pub use uuid::Uuid;
 pub use vss_model::wmd::{Dependency, FileSpec, WmdComponent, full_path};
 pub use vss_model::{
     ApplicationLevel, BackupType, ComponentType, DEFAULT_FREEZE_TIMEOUT_MS, ErrorCode,
-    RestoreMethod, SourceType, UsageType, VssError, WriterRestore,
+    FileRestoreStatus, RestoreMethod, RestoreTarget, SourceType, UsageType, VssError,
+    WriterRestore,
 };
 pub use vss_protocol::writer::{
-    ComponentUpdate, Event, EventComponent, EventParams, EventVolume, WriterMetadata,
+    AlternateLocation, ComponentUpdate, Event, EventComponent, EventParams, EventVolume,
+    WriterMetadata,
 };
 
 /// A VSS writer: the hooks the coordinator's events call.

@@ -136,11 +136,10 @@ impl WriterRuntime {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let listener = transport::Listener::bind(&path).map_err(|e| {
+        let listener = transport::Listener::bind(&path, 0o600).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
         })?;
         let socket = SocketFile::new(path)?;
-        std::fs::set_permissions(&socket.path, std::fs::Permissions::from_mode(0o600))?;
         Ok(WriterRuntime {
             listener,
             socket,

@@ -11,6 +11,12 @@
 //! snapshot is mounted read-only over its original volume, so that backup tools record the
 //! original paths ([`crate::child::inplace`]); the volume `/` is refused.
 //!
+//! `--save-bcd FILE` and `--save-dir DIR` keep what `vss restore` needs: the Backup Components
+//! Document and the writers' metadata ([`crate::saved`]), written before the COMMAND runs
+//! (`VSS_BCD` names the BCD, so the backup program can store it with its data) and again after
+//! BackupComplete. A BCD that cannot be written before the COMMAND fails the backup (exit 7):
+//! without it the backup cannot be restored through the writers.
+//!
 //! Exit code: 3, 4 or 5 when the snapshot set could not be made (no such or unsupported volume;
 //! a writer failed it; any other reason), else the COMMAND's status when it failed, else 4 when
 //! a selected writer failed, else 0.
@@ -31,6 +37,7 @@ use crate::child;
 use crate::connection::Engine;
 use crate::exit::{self, CliError};
 use crate::output::{self, Out};
+use crate::saved::SaveTo;
 use crate::select::ComponentSpec;
 use crate::sequence::{self, Exposures, Plan, Selection};
 use crate::signals::Signals;
@@ -40,7 +47,8 @@ use crate::signals::Signals;
 #[command(after_help = "Examples:
   vss backup /srv/data -- restic backup {snapshot}
   vss backup --in-place /srv/data -- restic backup /srv/data
-  vss backup --component 'postgres:main' /var/lib/postgresql -- sh -c 'tar -C \"$VSS_SNAPSHOT_1\" -cf /backup/pg.tar .'")]
+  vss backup --component 'postgres:main' /var/lib/postgresql -- sh -c 'tar -C \"$VSS_SNAPSHOT_1\" -cf /backup/pg.tar .'
+  vss backup --save-dir /backup/docs /srv -- sh -c 'cp -a \"$VSS_SNAPSHOT_1\"/data /backup/data'")]
 pub struct BackupArgs {
     /// The backup type the writers are told.
     #[arg(long = "type", value_enum, default_value_t = TypeArg::Full, value_name = "TYPE")]
@@ -54,6 +62,16 @@ pub struct BackupArgs {
     /// not for the volume /.
     #[arg(long)]
     pub in_place: bool,
+    /// Save the Backup Components Document (what `vss restore --bcd` reads: the components,
+    /// the writers' backup metadata and results) to FILE, before the COMMAND runs (it gets
+    /// VSS_BCD=FILE) and again after BackupComplete.
+    #[arg(long, value_name = "FILE")]
+    pub save_bcd: Option<PathBuf>,
+    /// Save DIR/bcd.xml (as --save-bcd) and the metadata of every writer with included
+    /// components as DIR/wmd-WRITER[-INSTANCE].xml (DIR is created if missing; the COMMAND gets
+    /// VSS_SAVE_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub save_dir: Option<PathBuf>,
     /// Volumes to snapshot: mount points, btrfs subvolume roots, or reflink directories.
     #[arg(required = true, value_name = "VOLUME")]
     pub volumes: Vec<PathBuf>,
@@ -100,7 +118,19 @@ impl BackupArgs {
                 .collect(),
             provider: None,
         };
+        let save = SaveTo {
+            bcd: self.save_bcd.clone(),
+            dir: self.save_dir.clone(),
+        };
         let mut made = sequence::make_set(engine, &plan, out, &providers).await?;
+        if save.any() {
+            // Before the COMMAND, so that it can keep the documents with the backup's data.
+            if let Err(e) = save.save(&mut made.bc, &made.writers, &made.selected).await {
+                out.line("The documents cannot be saved; reporting the backup as failed.");
+                let _ = sequence::complete(&mut made, false, out).await;
+                return Err(e);
+            }
+        }
         let mut exposures = Exposures::default();
         let readable = match sequence::readable(engine, &made, false, &mut exposures).await {
             Ok(r) => r,
@@ -132,6 +162,7 @@ impl BackupArgs {
             out.is_json(),
             signals,
             self.in_place,
+            &save.environment(),
         )
         .await;
         exposures.release(engine).await;
@@ -157,6 +188,22 @@ impl BackupArgs {
             }),
         );
         let statuses = sequence::complete(&mut made, succeeded, out).await?;
+        if save.any() {
+            // Again: now the BCD also holds each component's backup result.
+            let written = save
+                .save(&mut made.bc, &made.writers, &made.selected)
+                .await?;
+            for p in written.bcd.iter().chain(&written.wmd) {
+                out.line(format!("Saved {}", p.display()));
+            }
+            out.set(
+                "saved",
+                json!({
+                    "bcd": written.bcd.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+                    "wmd": written.wmd.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+                }),
+            );
+        }
         let failed = sequence::failed_selected(&statuses, &made.selected);
         if !succeeded {
             return Ok(status);

@@ -18,6 +18,8 @@ pub mod delete;
 pub mod expose;
 pub mod list;
 pub mod man;
+pub mod restore;
+pub mod revert;
 pub mod unexpose;
 pub mod watch;
 
@@ -37,6 +39,10 @@ pub enum Command {
     Unexpose(unexpose::UnexposeArgs),
     /// Run a backup program on consistent snapshots: the whole VSS backup sequence around it.
     Backup(backup::BackupArgs),
+    /// Restore from a backup with the writers: PreRestore, the restore COMMAND, PostRestore.
+    Restore(restore::RestoreArgs),
+    /// Revert a volume to a persistent snapshot (btrfs): what is on it now is lost.
+    Revert(revert::RevertArgs),
 }
 
 impl Command {
@@ -45,6 +51,7 @@ impl Command {
         match self {
             Command::Create(a) => a.check(),
             Command::Backup(a) => a.check(),
+            Command::Restore(a) => a.check(),
             _ => Ok(()),
         }
     }
@@ -63,6 +70,8 @@ impl Command {
             Command::Expose(a) => a.run(engine, out).await,
             Command::Unexpose(a) => a.run(engine, out).await,
             Command::Backup(a) => a.run(engine, out, signals).await,
+            Command::Restore(a) => a.run(engine, out, signals).await,
+            Command::Revert(a) => a.run(engine, out).await,
         }
     }
 }

@@ -1222,6 +1222,24 @@ fn restore_call_order_table() {
             "mapping before PreRestore",
             TO_GATHER,
             R::Alt("/a", "/b"),
+            ok,
+        ),
+        (
+            "mapping before gather",
+            &[R::Init],
+            R::Alt("/a", "/b"),
+            Err(BadState),
+        ),
+        (
+            "mapping while PreRestore runs",
+            &[R::Init, R::Gather(ALWAYS), R::PreRunning],
+            R::Alt("/a", "/b"),
+            Err(BadState),
+        ),
+        (
+            "mapping after a failed PreRestore",
+            &[R::Init, R::Gather(ALWAYS), R::Pre(false)],
+            R::Alt("/a", "/b"),
             Err(BadState),
         ),
         (
@@ -1402,6 +1420,18 @@ fn restore_participants_follow_selection_and_writer_restore() {
     assert_eq!(comps[0].restore_target, Some(RestoreTarget::Alternate));
     assert_eq!(comps[0].alternate_locations[0].destination, "/restore");
     assert!(s.restore_event_components(Id::from_u128(0xBBBB)).is_empty());
+
+    // Two live instances of the class, neither the backup's: only one restores the entry.
+    let mut s = restore_after(&[R::Init]);
+    s.begin(OpKind::GatherWriterMetadata).unwrap();
+    s.set_writers(vec![writer(W1, I1), writer(W1, 0xCCCC)]);
+    s.finish(OpKind::GatherWriterMetadata, true);
+    run_r(&mut s, R::SelEx("db", I1)).unwrap();
+    assert_eq!(s.restore_event_components(Id::from_u128(I1)).len(), 1);
+    assert!(
+        s.restore_event_components(Id::from_u128(0xCCCC)).is_empty(),
+        "a second instance of the class took the first one's component"
+    );
 
     // SetSelectedForRestoreEx moves the component to the named live instance.
     let mut s = restore_after(&[R::Init, R::Gather(ALWAYS)]);

@@ -295,6 +295,11 @@ impl World {
 
     /// Starts `vss-writer-postgres --name NAME --connection CONNINFO` and waits for its socket.
     pub fn start_writer(&mut self, name: &str, conninfo: &str) {
+        self.start_writer_with(name, conninfo, &[]);
+    }
+
+    /// [`World::start_writer`] with extra arguments (e.g. `--restore-command`).
+    pub fn start_writer_with(&mut self, name: &str, conninfo: &str, extra: &[&str]) {
         let d = self.dir.path();
         let sock = d.join("writers").join(format!("{name}.sock"));
         // A writer killed before left its socket behind.
@@ -311,6 +316,7 @@ impl World {
                 "--connect-wait",
                 "20",
             ])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -341,6 +347,36 @@ impl World {
         std::fs::read_to_string(self.path("logs").join("vssd.stderr")).unwrap_or_default()
     }
 
+    /// Runs `vss --json ARGS...` against this world's vssd (killed after `timeout`); returns
+    /// its exit code and the JSON document it printed.
+    pub fn vss(&self, args: &[&str], timeout: Duration) -> (i32, serde_json::Value) {
+        let d = self.dir.path();
+        let mut cmd = Command::new(bin("vss"));
+        cmd.arg("--socket")
+            .arg(self.socket())
+            .arg("--writers-dir")
+            .arg(d.join("writers"))
+            .arg("--state-dir")
+            .arg(d.join("state"))
+            .arg("--run-dir")
+            .arg(d.join("run"))
+            .arg("--lock-file")
+            .arg(d.join("set.lock"))
+            .arg("--json")
+            .args(args);
+        let (code, stdout, stderr) = run_with_timeout(cmd, timeout);
+        let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "vss {args:?} printed no JSON document ({e}):\n{stdout}\n--- stderr ---\n{stderr}"
+            )
+        });
+        eprintln!(
+            "--- vss {} (exit {code}) stderr ---\n{stderr}",
+            args.first().unwrap_or(&"")
+        );
+        (code, doc)
+    }
+
     /// Connects a requester session.
     pub async fn requester(&self) -> vss_client::BackupComponents {
         vss_client::BackupComponents::connect(self.socket())
@@ -368,6 +404,53 @@ impl Drop for World {
             s.stop();
         }
     }
+}
+
+/// Runs `cmd` with piped output to its end, killing it after `t`: (exit code, stdout, stderr).
+pub fn run_with_timeout(mut cmd: Command, t: Duration) -> (i32, String, String) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + t;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not finish within {t:?}; stderr:\n{}",
+                err_t.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    (
+        code,
+        out_t.join().unwrap_or_default(),
+        err_t.join().unwrap_or_default(),
+    )
 }
 
 fn tail(text: &str, n: usize) -> String {

@@ -125,11 +125,22 @@ impl Env {
         );
     }
 
-    /// Connects a requester session.
+    /// Connects a requester session. vssd's socket file appears at bind(), a moment before
+    /// listen(), and `start_vssd` only waits for the file: on a loaded machine the first
+    /// connection can be refused, so a refused connection is retried for a while.
     pub async fn requester(&self) -> vss_client::BackupComponents {
-        vss_client::BackupComponents::connect(self.socket())
-            .await
-            .expect("connect to vssd")
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match vss_client::BackupComponents::connect(self.socket()).await {
+                Ok(bc) => return bc,
+                Err(vss_client::ClientError::Connect { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("connect to vssd: {e}"),
+            }
+        }
     }
 }
 
