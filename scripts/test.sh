@@ -13,3 +13,4 @@ scripts/check-layers.sh
 # The end-to-end tests start the workspace's binaries (vssd, writers), so build them first.
 cargo build --workspace --bins --quiet
 cargo test --workspace
+scripts/fuzz.sh  # bounded fuzzing where a nightly toolchain exists, skipped otherwise (docs/fuzzing.md)

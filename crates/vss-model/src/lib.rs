@@ -10,6 +10,8 @@ pub mod context;
 pub mod enums;
 pub mod error;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod session;
 pub mod wmd;
 pub mod writers;

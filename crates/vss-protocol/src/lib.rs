@@ -11,6 +11,8 @@
 //! (`E_INVALIDARG`) instead of a dropped connection.
 
 pub mod admin;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod requester;
 pub mod transport;
 pub mod writer;

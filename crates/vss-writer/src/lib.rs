@@ -73,6 +73,8 @@
 pub mod access;
 pub mod failure;
 pub mod freeze;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod runtime;
 mod service;
 

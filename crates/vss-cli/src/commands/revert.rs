@@ -44,8 +44,9 @@ impl RevertArgs {
         match bc.revert_to_snapshot(id, self.force_dismount).await {
             Ok(()) => {}
             Err(e) if e.code() == Some(vss_client::ErrorCode::VolumeInUse) => {
-                return Err(CliError::from_client(e)
-                    .context("the volume is in use (stop what uses it, or pass --force-dismount)"));
+                return Err(CliError::from_client(e).context(
+                    "the volume is in use (stop what uses it, or pass --force-dismount)",
+                ));
             }
             Err(e) => return Err(CliError::from_client(e)),
         }
