@@ -674,7 +674,10 @@ fn revert(mode: Mode) {
     let v = env.vss_json(&["revert", &id], 0);
     assert_eq!(v["volume"], vol.as_str(), "{v}");
     assert_eq!(std::fs::read_to_string(sub.join("state")).unwrap(), "v1");
-    assert!(!sub.join("later").exists(), "a file made after the snapshot survived");
+    assert!(
+        !sub.join("later").exists(),
+        "a file made after the snapshot survived"
+    );
     // The snapshot stays: reverting again works.
     std::fs::write(sub.join("state"), "v3").unwrap();
     let r = env.vss(&["revert", &format!("{{{id}}}")]);
