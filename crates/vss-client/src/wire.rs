@@ -20,7 +20,8 @@ use crate::ClientError;
 /// daemon" from "not allowed".
 pub(crate) async fn connect(socket: &Path) -> Result<Connection, ClientError> {
     tracing::debug!(socket = %socket.display(), "connecting to vssd");
-    transport::connect(socket)
+    // vssd's replies may pass the 4 MiB vssd takes in (a Query of many snapshots).
+    transport::connect_with_limit(socket, vss_protocol::MAX_REPLY_FROM_VSSD_BYTES)
         .await
         .map_err(ClientError::from_call)
 }

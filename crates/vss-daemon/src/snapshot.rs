@@ -147,6 +147,9 @@ pub async fn run(
     if let Err(e) = for_each_provider(&vols, |p, r| p.end_prepare(r)).await {
         return abort(engine, ctx, vols, held, e).await;
     }
+    if let Err(e) = insert_preparing(engine, &vols) {
+        return abort(engine, ctx, vols, held, e).await;
+    }
 
     // 2. Freeze the writers, one wave at a time: front end, back end, then system.
     let waves: Vec<u8> = {
@@ -211,6 +214,9 @@ pub async fn run(
         if let Some(err) = failure {
             return abort(engine, ctx, vols, held, err).await;
         }
+    }
+    if let Err(e) = record_committed(engine, &vols) {
+        return abort(engine, ctx, vols, held, e).await;
     }
 
     // 5. PostSnapshot with the snapshot paths; failures mark the writer, the set completes.
@@ -322,7 +328,10 @@ pub(crate) struct CommitOutcome {
 /// filesystem (image, exec) are frozen together through the freeze guard, committed, and thawed
 /// together: atomic across them. The others (btrfs, reflink) are committed one after another on
 /// live filesystems (their ioctls block on a frozen one).
-async fn commit_all(engine: &Arc<Engine>, vols: &mut [Vol]) -> Result<CommitOutcome, VssError> {
+/// Writes the set's PREPARING rows, before any writer freezes: the catalog's fsync costs
+/// milliseconds that must not fall inside the writers' freeze window. A crash from here on
+/// leaves rows that the next start's recovery cleans up (with anything committed meanwhile).
+fn insert_preparing(engine: &Arc<Engine>, vols: &[Vol]) -> Result<(), VssError> {
     let count = vols.len() as i64;
     let created = crate::timefmt::now_rfc3339();
     let rows: Vec<SnapshotRecord> = vols
@@ -348,8 +357,12 @@ async fn commit_all(engine: &Arc<Engine>, vols: &mut [Vol]) -> Result<CommitOutc
             }
         })
         .collect();
-    engine.catalog_handle().insert_all(&rows)?;
+    engine.catalog_handle().insert_all(&rows)
+}
 
+/// Commits every volume: the freezing providers' volumes frozen together through the guard,
+/// the others on live filesystems.
+async fn commit_all(engine: &Arc<Engine>, vols: &mut [Vol]) -> Result<CommitOutcome, VssError> {
     let mut ends: Vec<Instant> = Vec::new();
     let freezing: Vec<usize> = (0..vols.len())
         .filter(|i| vols[*i].provider.info().needs_freeze)
@@ -466,6 +479,13 @@ async fn commit_all(engine: &Arc<Engine>, vols: &mut [Vol]) -> Result<CommitOutc
         outcome.skew_us = last.duration_since(*first).as_micros() as u64;
     }
     crate::faults::point("after-commit");
+    Ok(outcome)
+}
+
+/// Records the committed snapshots (state COMMITTED, with their locators), once the writers
+/// are thawed: like the PREPARING rows, this fsync stays out of the freeze window. A crash
+/// before it is "committed but not recorded", which recovery finds through the providers.
+fn record_committed(engine: &Engine, vols: &[Vol]) -> Result<(), VssError> {
     let committed: Vec<(Id, String, String)> = vols
         .iter()
         .filter_map(|v| v.committed.as_ref())
@@ -477,8 +497,7 @@ async fn commit_all(engine: &Arc<Engine>, vols: &mut [Vol]) -> Result<CommitOutc
             )
         })
         .collect();
-    engine.catalog_handle().mark_committed(&committed)?;
-    Ok(outcome)
+    engine.catalog_handle().mark_committed(&committed)
 }
 
 async fn record(

@@ -34,6 +34,11 @@ pub const WRITER_IDL: &str = include_str!("../interfaces/vss.Writer.varlink");
 /// `E_INVALIDARG` (requesters) or treated as a writer failure (writers).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// The largest reply a requester accepts from vssd, in bytes. vssd's replies are its own
+/// answers (a Query of every snapshot, ~700 bytes each, passes 4 MiB at about 6,000), so a
+/// requester trusts them further than vssd trusts what it is sent; still bounded.
+pub const MAX_REPLY_FROM_VSSD_BYTES: usize = 64 * 1024 * 1024;
+
 /// A method call before its parameters are decoded: `{"method": "vss.Requester.Wait",
 /// "parameters": {...}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

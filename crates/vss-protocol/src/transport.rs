@@ -28,7 +28,7 @@ pub type Connection = zlink::Connection<Limited>;
 /// message serialized beforehand (see [`send_message`]). It passes no file descriptors: none of
 /// our interfaces uses them.
 #[derive(Debug)]
-pub struct Limited(tokio::net::UnixStream);
+pub struct Limited(tokio::net::UnixStream, usize);
 
 impl zlink::connection::Socket for Limited {
     type ReadHalf = LimitedRead;
@@ -40,7 +40,7 @@ impl zlink::connection::Socket for Limited {
             LimitedRead {
                 inner: read,
                 pending: 0,
-                limit: crate::MAX_MESSAGE_BYTES,
+                limit: self.1,
             },
             PlainWrite(write),
         )
@@ -161,9 +161,18 @@ pub async fn send_message<T: Serialize>(conn: &Connection, message: &T) -> Resul
         .map_err(|e| CallError::Io(e.to_string()))
 }
 
-/// A connection over an already connected Unix stream.
+/// A connection over an already connected Unix stream (messages up to
+/// [`crate::MAX_MESSAGE_BYTES`]).
 pub fn from_stream(stream: tokio::net::UnixStream) -> Result<Connection, CallError> {
-    Ok(Connection::new(Limited(stream)))
+    from_stream_with_limit(stream, crate::MAX_MESSAGE_BYTES)
+}
+
+/// [`from_stream`] reading messages of up to `limit` bytes.
+pub fn from_stream_with_limit(
+    stream: tokio::net::UnixStream,
+    limit: usize,
+) -> Result<Connection, CallError> {
+    Ok(Connection::new(Limited(stream, limit)))
 }
 
 /// A listening Unix socket whose connections read through [`Limited`].
@@ -246,8 +255,14 @@ pub enum CallError {
 
 /// Connects to a varlink socket.
 pub async fn connect(path: &Path) -> Result<Connection, CallError> {
+    connect_with_limit(path, crate::MAX_MESSAGE_BYTES).await
+}
+
+/// [`connect`], accepting messages of up to `limit` bytes (requesters reading vssd's replies:
+/// [`crate::MAX_REPLY_FROM_VSSD_BYTES`]).
+pub async fn connect_with_limit(path: &Path, limit: usize) -> Result<Connection, CallError> {
     match tokio::net::UnixStream::connect(path).await {
-        Ok(stream) => from_stream(stream),
+        Ok(stream) => from_stream_with_limit(stream, limit),
         Err(source) => Err(CallError::Connect {
             path: path.to_owned(),
             source,
@@ -581,6 +596,35 @@ mod tests {
                 .unwrap();
         match r {
             Decoded::Ok(v) => assert_eq!(v["items"].as_array().unwrap().len(), expected),
+            other => panic!("{other:?}"),
+        }
+        drop(serve.await.unwrap());
+    }
+
+    /// A requester reads vssd's replies with the larger limit: a 6 MiB reply (a Query of
+    /// about 9,000 snapshots) arrives whole, where the 4 MiB limit would refuse it.
+    #[tokio::test]
+    async fn a_requester_takes_replies_over_4_mib() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let mut client = from_stream_with_limit(a, crate::MAX_REPLY_FROM_VSSD_BYTES).unwrap();
+        let mut server = from_stream(b).unwrap();
+        let items: Vec<String> = (0..64_000).map(|i| format!("{i:0>96}")).collect();
+        let serve = tokio::spawn(async move {
+            receive_call(&mut server).await.unwrap().unwrap();
+            reply(&mut server, &serde_json::json!({ "snapshots": items }))
+                .await
+                .unwrap();
+            server
+        });
+        let r = call::<_, serde_json::Value>(
+            &mut client,
+            "vss.Requester.Query",
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+        match r {
+            Decoded::Ok(v) => assert_eq!(v["snapshots"].as_array().unwrap().len(), 64_000),
             other => panic!("{other:?}"),
         }
         drop(serve.await.unwrap());
