@@ -948,9 +948,17 @@ impl Engine {
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or(v)
         });
-        Ok(self
-            .catalog()
-            .list()?
+        // The catalog's indexed lookups when a set or a volume is named: a Query per volume
+        // must not read (and lock) the whole catalog.
+        let rows = {
+            let catalog = self.catalog();
+            match (set, &volume) {
+                (Some(s), _) => catalog.set(s)?,
+                (None, Some(v)) => catalog.of_volume(v)?,
+                (None, None) => catalog.list()?,
+            }
+        };
+        Ok(rows
             .iter()
             .filter(|r| r.state == SnapshotState::Created)
             .filter(|r| ctx_filter.sees(r.attributes))

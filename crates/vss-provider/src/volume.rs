@@ -349,9 +349,14 @@ pub fn resolve_volume_with(path: &str, mounts: &[MountInfo]) -> Result<Volume, V
 /// first directory with inode 256 ([`BTRFS_SUBVOLUME_ROOT_INO`]); if it reaches the mount point
 /// first (a bind mount of a plain directory), that is the answer. `path` is canonicalized first.
 pub fn covering_volume(path: &Path) -> io::Result<PathBuf> {
+    covering_volume_in(&read_mountinfo()?, path)
+}
+
+/// [`covering_volume`] with the mount table already read ([`read_mountinfo`]): a caller
+/// resolving many paths (every file of every writer) reads it once, not once per path.
+pub fn covering_volume_in(mounts: &[MountInfo], path: &Path) -> io::Result<PathBuf> {
     let canonical = std::fs::canonicalize(path)?;
-    let mounts = read_mountinfo()?;
-    let mount = containing_mount(&mounts, &canonical).ok_or_else(|| {
+    let mount = containing_mount(mounts, &canonical).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
             format!("no mount contains '{}'", canonical.display()),
