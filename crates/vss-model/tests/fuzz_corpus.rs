@@ -3,30 +3,9 @@
 //! input the fuzzer kept, and every crash it ever found, runs again on each `cargo test`
 //! (docs/fuzzing.md).
 
-use std::path::PathBuf;
-
 use vss_model::fuzzing::{Outcome, bcd_xml, wmd_xml};
 
-/// Every file of a target's corpus, by name. A missing or empty corpus fails: the replay would
-/// otherwise pass without testing anything.
-fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let entries = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("the corpus {} is missing: {e}", dir.display()));
-    let mut files: Vec<(String, Vec<u8>)> = entries
-        .map(|e| {
-            let path = e.expect("a corpus entry").path();
-            let data = std::fs::read(&path)
-                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-            (path.display().to_string(), data)
-        })
-        .collect();
-    assert!(!files.is_empty(), "the corpus {} is empty", dir.display());
-    files.sort();
-    files
-}
+use vss_test_support::fuzz_corpus as corpus;
 
 /// Replays a corpus and counts each outcome; the file being replayed is printed first, so a
 /// panic names it.

@@ -726,6 +726,28 @@ impl Drop for ScratchDir {
     }
 }
 
+/// Every file of the committed fuzz corpus of `target` (`fuzz/corpus/<target>/`) as (path,
+/// bytes), sorted by name, for the replay tests. A missing or empty corpus fails: the replay
+/// would otherwise pass without testing anything.
+pub fn fuzz_corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("the corpus {} is missing: {e}", dir.display()));
+    let mut files: Vec<(String, Vec<u8>)> = entries
+        .map(|e| {
+            let path = e.expect("a corpus entry").path();
+            let data = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+            (path.display().to_string(), data)
+        })
+        .collect();
+    assert!(!files.is_empty(), "the corpus {} is empty", dir.display());
+    files.sort();
+    files
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

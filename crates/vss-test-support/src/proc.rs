@@ -1,5 +1,6 @@
 //! Processes for end-to-end tests: finding the workspace's binaries, a guard that kills and
-//! reaps a child however the test ends, and polling with a deadline.
+//! reaps a child however the test ends, running a command to its end with a deadline, and
+//! polling with a deadline.
 
 use std::path::PathBuf;
 use std::process::Child;
@@ -88,4 +89,65 @@ pub async fn wait_until(t: Duration, mut f: impl FnMut() -> bool, what: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("timed out after {t:?} waiting for {what}");
+}
+
+/// What [`run_with_timeout`] saw: the exit code (128 + the signal for a killed process) and
+/// both outputs.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `cmd` with its output piped to its end; panics (with its stderr so far) and kills it
+/// if it has not finished within `t`.
+pub fn run_with_timeout(mut cmd: std::process::Command, t: Duration) -> Finished {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    // Both pipes are drained while it runs, so a chatty command never blocks on a full pipe.
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + t;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for the child") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not finish within {t:?}; stderr so far:\n{}",
+                err_t.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Finished {
+        code: status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
 }

@@ -10,10 +10,10 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use vss_test_support::proc::{ChildGuard, bin, wait_for};
 pub use vss_test_support::{Mounted, require_root};
@@ -317,48 +317,12 @@ impl Drop for Env {
 }
 
 /// Runs `cmd` with piped output to its end, killing it after `t`.
-pub fn run_to_end(mut cmd: Command, t: Duration) -> VssRun {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn vss");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + t;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for vss") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "vss did not finish within {t:?}; stderr so far:\n{}",
-                err_t.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    use std::os::unix::process::ExitStatusExt;
-    let code = status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+pub fn run_to_end(cmd: Command, t: Duration) -> VssRun {
+    let f = vss_test_support::proc::run_with_timeout(cmd, t);
     VssRun {
-        code,
-        stdout: out_t.join().unwrap_or_default(),
-        stderr: err_t.join().unwrap_or_default(),
+        code: f.code,
+        stdout: f.stdout,
+        stderr: f.stderr,
     }
 }
 

@@ -364,7 +364,11 @@ impl World {
             .arg(d.join("set.lock"))
             .arg("--json")
             .args(args);
-        let (code, stdout, stderr) = run_with_timeout(cmd, timeout);
+        let vss_test_support::proc::Finished {
+            code,
+            stdout,
+            stderr,
+        } = vss_test_support::proc::run_with_timeout(cmd, timeout);
         let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| {
             panic!(
                 "vss {args:?} printed no JSON document ({e}):\n{stdout}\n--- stderr ---\n{stderr}"
@@ -404,53 +408,6 @@ impl Drop for World {
             s.stop();
         }
     }
-}
-
-/// Runs `cmd` with piped output to its end, killing it after `t`: (exit code, stdout, stderr).
-pub fn run_with_timeout(mut cmd: Command, t: Duration) -> (i32, String, String) {
-    use std::io::Read;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + t;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd:?} did not finish within {t:?}; stderr:\n{}",
-                err_t.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    use std::os::unix::process::ExitStatusExt;
-    let code = status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    (
-        code,
-        out_t.join().unwrap_or_default(),
-        err_t.join().unwrap_or_default(),
-    )
 }
 
 fn tail(text: &str, n: usize) -> String {
